@@ -1,0 +1,4 @@
+"""flowpath's shared datapath model: fields, matches, actions, flows, the Datapath interface.
+
+Imports nothing of flowpath's own outside ``dpif``.
+"""

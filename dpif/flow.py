@@ -1,0 +1,94 @@
+"""Flows as the datapaths hold them: ufid, match, actions, stats, placement."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field, replace
+
+from dpif.actions import Actions
+from dpif.errors import ParseError
+from dpif.match import Match
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Ufid:
+    """A 128-bit unique flow id, written like OVS: ``1f4e3c6a-0d43-...``."""
+
+    value: int
+
+    @classmethod
+    def random(cls) -> Ufid:
+        return cls(secrets.randbits(128))
+
+    @classmethod
+    def parse(cls, text: str) -> Ufid:
+        try:
+            return cls(uuid.UUID(text.strip()).int)
+        except ValueError:
+            raise ParseError("ufid: not a UUID", text=text, pos=0,
+                             expected="xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") from None
+
+    def to_bytes(self) -> bytes:
+        return self.value.to_bytes(16, "big")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Ufid:
+        return cls(int.from_bytes(data[:16], "big"))
+
+    def __str__(self) -> str:
+        return str(uuid.UUID(int=self.value))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStats:
+    """Counters of one flow.  ``used`` is a time.monotonic() stamp or None."""
+
+    packets: int = 0
+    bytes: int = 0
+    used: float | None = None
+    tcp_flags: int = 0
+
+    def __add__(self, other: FlowStats) -> FlowStats:
+        used = max((u for u in (self.used, other.used) if u is not None), default=None)
+        return FlowStats(self.packets + other.packets, self.bytes + other.bytes, used,
+                         self.tcp_flags | other.tcp_flags)
+
+    def credit(self, nbytes: int, now: float, tcp_flags: int = 0) -> FlowStats:
+        return FlowStats(self.packets + 1, self.bytes + nbytes, now, self.tcp_flags | tcp_flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a flow lives and why: ``dp`` is "tc" or "sw"."""
+
+    dp: str
+    offloaded: bool = False  # in hardware (tc in_hw)
+    reason: str | None = None  # why not offloaded / why in software
+
+    @property
+    def tag(self) -> str:
+        return f"dp:{self.dp}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSpec:
+    """What a datapath is asked to install."""
+
+    match: Match
+    actions: Actions
+    ufid: Ufid = field(default_factory=Ufid.random)
+
+
+@dataclass(frozen=True, slots=True)
+class DpFlow:
+    """A flow as a datapath reports it."""
+
+    ufid: Ufid
+    match: Match
+    actions: Actions
+    stats: FlowStats = FlowStats()
+    placement: Placement = Placement("sw")
+
+    def with_stats(self, stats: FlowStats) -> DpFlow:
+        return replace(self, stats=stats)
