@@ -29,6 +29,8 @@ Both name the device and the operation.
 from __future__ import annotations
 
 import errno
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,7 +100,6 @@ def _mapped(op: str, dev: str | None) -> Iterator[None]:
 
 
 def _strerror(code: int) -> str:
-    import os
     return os.strerror(code)
 
 
@@ -134,13 +135,17 @@ class Switchdev:
 
     # -- sockets ------------------------------------------------------------
 
+    def _sock_kw(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {'ext_ack': True}
+        if self.netns is not None:
+            kw['netns'] = self.netns
+            kw['flags'] = 0     # never create a missing namespace (pyroute2 default O_CREAT)
+        return kw
+
     def _devlink(self) -> nla.DevlinkSocket:
         if self._dl is None:
-            kw: dict[str, Any] = {'ext_ack': True}
-            if self.netns is not None:
-                kw['netns'] = self.netns
-            with _mapped('devlink-open', None):
-                sock = nla.DevlinkSocket(**kw)
+            with _mapped('devlink-open', self.netns):
+                sock = nla.DevlinkSocket(**self._sock_kw())
                 try:
                     sock.bind()
                 except BaseException:
@@ -151,11 +156,8 @@ class Switchdev:
 
     def _iproute(self) -> Any:
         if self._ipr is None:
-            kw: dict[str, Any] = {'ext_ack': True}
-            if self.netns is not None:
-                kw['netns'] = self.netns
-            with _mapped('rtnl-open', None):
-                self._ipr = IPRoute(**kw)
+            with _mapped('rtnl-open', self.netns):
+                self._ipr = IPRoute(**self._sock_kw())
         return self._ipr
 
     def _request(self, cmd: int, attrs: list[list[Any]], flags: int) -> tuple[Any, ...]:
@@ -238,28 +240,21 @@ class Switchdev:
     # -- hw-tc-offload ------------------------------------------------------
 
     def tc_offload(self, ifname: str) -> TcOffload:
-        """Read the ``hw-tc-offload`` feature of ``ifname``."""
-        with self._features(ifname, 'features-get') as feats:
-            return TcOffload(ifname, available=bool(feats.is_available(HW_TC_OFFLOAD)),
-                             active=bool(feats.is_active(HW_TC_OFFLOAD)))
+        """Read the ``hw-tc-offload`` feature of ``ifname`` (``ethtool -k``)."""
+        with self._features(ifname, 'features-get') as f:
+            return TcOffload(ifname, available=f.available(), active=f.active())
 
     def enable_tc_offload(self, ifname: str, on: bool = True) -> TcOffload:
-        """Turn ``hw-tc-offload`` on (or off); OffloadError if the device refuses."""
-        from pyroute2.ethtool.ioctl import IoctlEthtool
+        """Turn ``hw-tc-offload`` on (or off); OffloadError if the device refuses
+        (veth: the feature is fixed off)."""
         op = 'features-set hw-tc-offload ' + ('on' if on else 'off')
-        with self._features(ifname, op) as feats:
-            if bool(feats.is_active(HW_TC_OFFLOAD)) == on:
-                return TcOffload(ifname, bool(feats.is_available(HW_TC_OFFLOAD)), on)
-            if not feats.is_available(HW_TC_OFFLOAD):
-                raise OffloadError('feature is fixed', dev=ifname, op=op,
-                                   feature=HW_TC_OFFLOAD)
-            feats.set_value(HW_TC_OFFLOAD, on)
-            eth = IoctlEthtool(ifname)
-            try:
-                with _mapped(op, ifname):
-                    eth.set_features(feats)
-            finally:
-                eth.sock.close()
+        with self._features(ifname, op) as f:
+            if f.active() == on:
+                return TcOffload(ifname, f.available(), on)
+            if not f.available():
+                raise OffloadError('feature is fixed', dev=ifname, op=op, feature=HW_TC_OFFLOAD)
+            with _mapped(op, ifname):
+                f.set(on)
         state = self.tc_offload(ifname)
         if state.active != on:
             raise OffloadError('feature did not change', dev=ifname, op=op,
@@ -270,14 +265,12 @@ class Switchdev:
     @contextmanager
     def _features(self, ifname: str, op: str) -> Iterator[Any]:
         from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
-        if self.netns is not None:
-            raise DeviceError('ethtool ioctl runs in the caller netns only', dev=ifname, op=op,
-                              netns=self.netns)
+        with _mapped(op, ifname):
+            eth = IoctlEthtool()
+            eth.sock.close()
+            eth.sock = self._ioctl_socket()
         try:
-            eth = IoctlEthtool(ifname)
-        except OSError as e:
-            raise DeviceError('device not found', dev=ifname, op=op, errno=e.errno) from e
-        try:
+            eth.change_ifname(ifname)
             with _mapped(op, ifname):
                 try:
                     feats = eth.get_features()
@@ -287,10 +280,41 @@ class Switchdev:
             if HW_TC_OFFLOAD not in feats:
                 raise OffloadError('kernel has no such feature', dev=ifname, op=op,
                                    feature=HW_TC_OFFLOAD)
-            yield feats
+            yield _Features(eth, feats)
         finally:
             eth.sock.close()
 
+    def _ioctl_socket(self) -> socket.socket:
+        """An AF_INET socket in our netns (ethtool ioctls act on the socket's netns)."""
+        if self.netns is None:
+            return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        from pyroute2.netns import create_socket
+        sock: socket.socket = create_socket(self.netns, socket.AF_INET, socket.SOCK_DGRAM,
+                                            flags=0)
+        return sock
+
+
+@dataclass(frozen=True)
+class _Features:
+    """An open ethtool ioctl handle and the feature list it read."""
+
+    eth: Any
+    feats: Any
+
+    def available(self) -> bool:
+        return bool(self.feats.is_available(HW_TC_OFFLOAD))
+
+    def active(self) -> bool:
+        return bool(self.feats.is_active(HW_TC_OFFLOAD))
+
+    def set(self, on: bool) -> None:
+        from pyroute2.ethtool.ioctl import NotSupportedError
+        self.feats.set_value(HW_TC_OFFLOAD, on)
+        try:
+            self.eth.set_features(self.feats)
+        except NotSupportedError as e:
+            # SFEATURES returns ETHTOOL_F_* bits when a request was not applied
+            raise OSError(errno.EOPNOTSUPP, 'feature change not applied') from e
 
 def discover(netns: str | None = None) -> Topology:
     """One-shot discovery: open, read, close."""
