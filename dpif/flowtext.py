@@ -101,7 +101,8 @@ def parse_flow(text: str, now: float = 0.0) -> FlowText:
             break
         if name in fields:
             raise sc.error(f"{name} given twice", pos=pos)
-        fields[name] = (sc.until(",").strip(), pos)
+        vpos = sc.pos
+        fields[name] = (sc.until(",").strip(), vpos)
     if actions is None:
         raise sc.error("missing actions:", expected="actions:")
     return FlowText(match, actions, ufid, _stats(sc, fields, now),
@@ -110,8 +111,9 @@ def parse_flow(text: str, now: float = 0.0) -> FlowText:
 
 def _stats(sc: Scanner, fields: dict[str, tuple[str, int]], now: float) -> FlowStats | None:
     known = {"packets", "bytes", "used", "flags", "offloaded", "dp"}
-    for name, (_, pos) in fields.items():
+    for name, (v, pos) in fields.items():
         if name not in known:
+            pos = sc.text.rfind(name, 0, pos)
             raise sc.error(f"unknown flow attribute {name!r}", pos=pos,
                            expected=", ".join(sorted(known)))
     if not any(k in fields for k in ("packets", "bytes", "used", "flags")):
