@@ -192,6 +192,23 @@ class Topology:
             return sa.switch_id == sb.switch_id
         return sa.handle is not None and sa.handle == sb.handle
 
+    def offload_refusal(self, ingress: str, outputs: Iterable[str]) -> str | None:
+        """Why a flow from ``ingress`` to ``outputs`` cannot go to the eswitch, or None.
+
+        The text is meant for ``NotOffloadable(reason)``: ingress not an eswitch
+        port, its eswitch not in switchdev mode, or an output on another switch.
+        """
+        sw = self.eswitch_of(ingress)
+        if sw is None:
+            return f'{ingress} is not an eswitch port'
+        if sw.handle is not None and sw.mode is not EswitchMode.SWITCHDEV:
+            mode = sw.mode.value if sw.mode else 'unknown'
+            return f'eswitch {sw.name} of {ingress} is in {mode} mode, not switchdev'
+        for out in outputs:
+            if not self.same_eswitch(ingress, out):
+                return f'output {out} is not on eswitch {sw.name} of {ingress}'
+        return None
+
     def __iter__(self) -> Iterator[Eswitch]:
         return iter(self.eswitches)
 

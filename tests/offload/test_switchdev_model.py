@@ -222,3 +222,17 @@ def test_unknown_flavour_number_decodes_to_none() -> None:
                                   ['DEVLINK_ATTR_PORT_INDEX', 0],
                                   ['DEVLINK_ATTR_PORT_FLAVOUR', 99]]))
     assert port.flavour is None and port.handle == 'x/y'
+
+
+def test_offload_refusal_reasons() -> None:
+    topo = nsim_topology()
+    assert topo.offload_refusal('eni10npf0vf0', ['eni10npf0vf1', 'eni10np1']) is None
+    assert topo.offload_refusal('eni10npf0vf0', []) is None
+    assert topo.offload_refusal('vea', ['eni10np1']) == 'vea is not an eswitch port'
+    reason = topo.offload_refusal('eni10npf0vf0', ['eni10np1', 'veb'])
+    assert reason == f'output veb is not on eswitch {NSIM} of eni10npf0vf0'
+    legacy = build_topology([DevlinkDevice(NSIM, EswitchMode.LEGACY)], NSIM_PORTS, NSIM_LINKS)
+    assert legacy.offload_refusal('eni10npf0vf0', ['eni10npf0vf1']) == (
+        f'eswitch {NSIM} of eni10npf0vf0 is in legacy mode, not switchdev')
+    no_eswitch_ops = build_topology([DevlinkDevice(NSIM, None)], NSIM_PORTS, NSIM_LINKS)
+    assert 'unknown mode' in (no_eswitch_ops.offload_refusal('eni10npf0vf0', []) or '')
