@@ -141,7 +141,7 @@ class PrefixTrie:
 
     def lookup(self, value: int) -> tuple[frozenset[int], int]:
         """(prefix lengths matching ``value``, leading bits read to know that)."""
-        matched = []
+        matched: list[int] = []
         nodes, ends, bits = self._nodes, self._ends, self.bits
         for d in range(1, bits + 1):
             k = (d, value >> (bits - d))
@@ -171,7 +171,7 @@ class _Subtable(Generic[R]):
 
     def __init__(self, mask: int, layout: Layout) -> None:
         self.mask = mask
-        cum, stages = 0, []
+        cum, stages = 0, list[int]()
         for s in layout.stages:
             cum |= s
             m = mask & cum
