@@ -1,0 +1,281 @@
+"""AF_PACKET receive: a PACKET_MMAP TPACKET_V2 rx ring, and a recvmsg fallback.
+
+Theory of operation
+-------------------
+A packet socket with ``PACKET_RX_RING`` shares a ring of fixed-size frames
+with the kernel.  Each frame starts with a ``tpacket2_hdr`` whose
+``tp_status`` says who owns it: the kernel writes the packet, then sets
+``TP_STATUS_USER``; we copy the bytes out and hand the frame back by writing
+``TP_STATUS_KERNEL`` (0).  Draining the ring costs no system call at all;
+only when it is empty does the caller ``poll()`` the socket's fd (once per
+batch, not once per packet).  We pick ``block_size`` as a multiple of
+``frame_size``, so frame *i* sits at ``i * frame_size`` and the ring is one
+flat array walked with a single index.  x86's loads are not reordered with
+each other, so reading the status before the data is enough; the kernel
+orders its writes with ``smp_wmb``.
+
+What the kernel took out of the frame is put back, so the datapath always sees
+the frame as it was on the wire:
+
+* VLAN: a NIC or veth may strip the outer tag into skb metadata
+  (``TP_STATUS_VLAN_VALID``, ``tp_vlan_tci``, ``tp_vlan_tpid``).  We
+  re-insert it after the MAC addresses.
+* Checksums: with ``PACKET_VNET_HDR`` the kernel puts a ``virtio_net_hdr``
+  in front of the MAC header.  A packet sent by a local stack through a veth
+  is ``CHECKSUM_PARTIAL`` (``VIRTIO_NET_HDR_F_NEEDS_CSUM``): its L4 checksum
+  holds only the pseudo-header sum.  Forwarding those bytes as they are would
+  give the receiver a bad checksum, so we complete it exactly as the kernel's
+  ``skb_checksum_help`` does (``csum_start``/``csum_offset``).
+* Oversize: a GSO/GRO super-packet (``gso_type`` set) or a frame truncated to
+  the ring's snap length cannot be forwarded as one frame; it is dropped and
+  counted (``rx_oversize``).  Turn GRO/TSO off on ports that carry TCP, as
+  for OVS's AF_PACKET ports.
+
+``RecvmsgReceiver`` is the same contract on a plain socket: after one poll it
+calls ``recvmsg`` until ``EAGAIN`` or the batch is full (one syscall per
+packet, but one poll per batch).  It exists to measure the ring against.
+
+Sockets are owned by the caller (``swpath/ports.py``, the socket edge); this
+module only reads and writes memory and calls ``recvmsg``/``getsockopt``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import struct
+from dataclasses import dataclass
+
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_AUXDATA = 8
+PACKET_VERSION = 10
+PACKET_VNET_HDR = 15
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+TPACKET_V2 = 1
+PACKET_MR_PROMISC = 1
+ETH_P_ALL = 0x0003
+
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1 << 0
+TP_STATUS_COPY = 1 << 1
+TP_STATUS_LOSING = 1 << 2
+TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_HDR_LEN = VNET_HDR.size  # 10
+
+# tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
+_T2_HEAD = struct.Struct("=IIIH")  # the hot part: status, len, snaplen, mac
+_T2_VLAN = struct.Struct("=HH")  # vlan_tci, vlan_tpid at offset 24
+_T2_VLAN_OFF = 24
+_STATUS = struct.Struct("=I")
+_TPACKET_REQ = struct.Struct("=IIII")  # block_size, block_nr, frame_size, frame_nr
+_TPACKET_STATS = struct.Struct("=II")  # tp_packets, tp_drops
+# struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
+_AUXDATA = struct.Struct("=IIIHHHH")
+
+ETH_P_8021Q = 0x8100
+
+
+@dataclass(frozen=True, slots=True)
+class RingGeometry:
+    """Shape of an rx ring: ``frame_nr`` frames of ``frame_size`` bytes."""
+
+    frame_size: int = 2048
+    frame_nr: int = 1024
+    block_size: int = 1 << 16
+
+    def __post_init__(self) -> None:
+        if self.frame_size % 16 or self.block_size % mmap.PAGESIZE or self.block_size % self.frame_size:
+            raise ValueError("ring: frame_size must be 16-aligned and divide block_size "
+                             "(a multiple of the page size)")
+        if self.frame_nr % (self.block_size // self.frame_size):
+            raise ValueError("ring: frame_nr must fill whole blocks")
+
+    @property
+    def block_nr(self) -> int:
+        return self.frame_nr // (self.block_size // self.frame_size)
+
+    @property
+    def size(self) -> int:
+        return self.block_size * self.block_nr
+
+
+@dataclass(slots=True)
+class RxCounters:
+    """Mutable receive counters of one socket (read by ports as a snapshot)."""
+
+    packets: int = 0
+    bytes: int = 0
+    oversize: int = 0  # GSO super-packets / truncated frames, dropped
+    kernel_drops: int = 0  # ring full: PACKET_STATISTICS tp_drops
+
+
+def ones_complement(data: bytes) -> int:
+    """RFC 1071 sum of ``data`` as 16-bit big-endian words (0..0xffff).
+
+    Uses 2**16 == 1 (mod 0xffff): the end-around-carry sum of the words is
+    the whole buffer read as one big integer, modulo 0xffff (0 read as 0xffff
+    unless every byte is zero).
+    """
+    if len(data) & 1:
+        data += b"\0"
+    n = int.from_bytes(data, "big")
+    s = n % 0xFFFF
+    return 0xFFFF if s == 0 and n else s
+
+
+def complete_checksum(frame: bytes, csum_start: int, csum_offset: int) -> bytes:
+    """Finish a CHECKSUM_PARTIAL frame like the kernel's ``skb_checksum_help``."""
+    where = csum_start + csum_offset
+    if where + 2 > len(frame) or csum_start >= len(frame):
+        return frame
+    csum = (~ones_complement(frame[csum_start:])) & 0xFFFF
+    if csum == 0:
+        csum = 0xFFFF  # CSUM_MANGLED_0: an all-zero UDP checksum means "none"
+    return frame[:where] + csum.to_bytes(2, "big") + frame[where + 2:]
+
+
+def insert_vlan(frame: bytes, tci: int, tpid: int) -> bytes:
+    """Put a stripped VLAN tag back after the two MAC addresses."""
+    return frame[:12] + struct.pack(">HH", tpid or ETH_P_8021Q, tci) + frame[12:]
+
+
+def _fixup(frame: bytes, vnet: bytes | None, vlan: tuple[int, int] | None,
+           counters: RxCounters) -> bytes | None:
+    """Slow path of one frame: oversize drop, checksum completion, VLAN re-insertion."""
+    if vnet is not None:
+        flags, gso_type, _hdr_len, _gso_size, csum_start, csum_offset = VNET_HDR.unpack(vnet)
+        if gso_type:
+            counters.oversize += 1
+            return None
+        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            frame = complete_checksum(frame, csum_start, csum_offset)
+    if vlan is not None:
+        frame = insert_vlan(frame, vlan[0], vlan[1])
+    return frame
+
+
+def read_stats(sock: socket.socket) -> tuple[int, int]:
+    """PACKET_STATISTICS (packets, drops) since the last call (the kernel resets them)."""
+    raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
+    packets, drops = _TPACKET_STATS.unpack(raw)
+    return packets, drops
+
+
+class RxRing:
+    """A TPACKET_V2 rx ring on an AF_PACKET socket that is not bound yet.
+
+    Call before ``bind`` (the ring must exist before packets arrive);
+    ``vnet_hdr`` must match the socket's PACKET_VNET_HDR setting.
+    """
+
+    def __init__(self, sock: socket.socket, geometry: RingGeometry = RingGeometry(), *,
+                 vnet_hdr: bool = True) -> None:
+        self.geometry = geometry
+        self.vnet_hdr = vnet_hdr
+        self.counters = RxCounters()
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        req = _TPACKET_REQ.pack(geometry.block_size, geometry.block_nr, geometry.frame_size,
+                                geometry.frame_nr)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self._mm: mmap.mmap | None = mmap.mmap(sock.fileno(), geometry.size, mmap.MAP_SHARED,
+                                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self._idx = 0
+
+    def recv_batch(self, max_packets: int) -> list[bytes]:
+        """Every ready frame, up to ``max_packets``; never blocks, no syscall."""
+        mm = self._mm
+        if mm is None:
+            return []
+        out: list[bytes] = []
+        append = out.append
+        head = _T2_HEAD.unpack_from
+        release = _STATUS.pack_into
+        fs = self.geometry.frame_size
+        nframes = self.geometry.frame_nr
+        idx = self._idx
+        nbytes = 0
+        slow_mask = TP_STATUS_VLAN_VALID | TP_STATUS_CSUMNOTREADY
+        vnet = self.vnet_hdr
+        for _ in range(max_packets):
+            off = idx * fs
+            status, length, snaplen, mac = head(mm, off)
+            if not status & TP_STATUS_USER:
+                break
+            start = off + mac
+            if snaplen != length:
+                self.counters.oversize += 1
+            elif status & slow_mask or (vnet and mm[start - VNET_HDR_LEN + 1]):
+                vlan = None
+                if status & TP_STATUS_VLAN_VALID:
+                    tci, tpid = _T2_VLAN.unpack_from(mm, off + _T2_VLAN_OFF)
+                    vlan = (tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
+                hdr = mm[start - VNET_HDR_LEN:start] if vnet else None
+                frame = _fixup(mm[start:start + snaplen], hdr, vlan, self.counters)
+                if frame is not None:
+                    append(frame)
+                    nbytes += len(frame)
+            else:
+                append(mm[start:start + snaplen])
+                nbytes += snaplen
+            release(mm, off, TP_STATUS_KERNEL)
+            idx += 1
+            if idx == nframes:
+                idx = 0
+        self._idx = idx
+        self.counters.packets += len(out)
+        self.counters.bytes += nbytes
+        return out
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+
+class RecvmsgReceiver:
+    """The ring's contract on a plain non-blocking AF_PACKET socket (for comparison)."""
+
+    def __init__(self, sock: socket.socket, *, vnet_hdr: bool = True, snaplen: int = 65536) -> None:
+        self.sock = sock
+        self.vnet_hdr = vnet_hdr
+        self.snaplen = snaplen
+        self.counters = RxCounters()
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        sock.setblocking(False)
+
+    def recv_batch(self, max_packets: int) -> list[bytes]:
+        out: list[bytes] = []
+        recvmsg = self.sock.recvmsg
+        cmsg_space = socket.CMSG_SPACE(_AUXDATA.size)
+        for _ in range(max_packets):
+            try:
+                data, ancdata, _flags, _addr = recvmsg(self.snaplen, cmsg_space)
+            except BlockingIOError:
+                break
+            vnet = None
+            if self.vnet_hdr:
+                vnet, data = data[:VNET_HDR_LEN], data[VNET_HDR_LEN:]
+            vlan = None
+            for level, kind, cdata in ancdata:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= _AUXDATA.size:
+                    st, _l, _s, _m, _n, tci, tpid = _AUXDATA.unpack_from(cdata)
+                    if st & TP_STATUS_VLAN_VALID:
+                        vlan = (tci, tpid if st & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
+            frame = _fixup(data, vnet, vlan, self.counters) if (vnet and vnet[:2] != b"\0\0") or vlan else data
+            if frame is not None:
+                out.append(frame)
+                self.counters.bytes += len(frame)
+        self.counters.packets += len(out)
+        return out
+
+    def close(self) -> None:
+        pass
