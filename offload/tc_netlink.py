@@ -201,9 +201,14 @@ class TcNetlink:
         msg["index"] = ifindex
         msg["parent"] = N.TC_H_INGRESS_PARENT
         msg["attrs"] = [] if chain is None else [["TCA_CHAIN", chain]]
+        core = self._ipr.asyncore
+
+        async def run() -> list[Any]:
+            return [m async for m in await core.nlm_request(
+                msg, RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP)]
+
         try:
-            replies = list(self._ipr.nlm_request(msg, RTM_GETTFILTER,
-                                                 NLM_F_REQUEST | NLM_F_DUMP))
+            replies = self._ipr._run_with_cleanup(run)
         except NetlinkError as exc:
             raise self._error(exc, "dump filters", ifindex) from exc
         out = []
@@ -251,7 +256,7 @@ class TcNetlink:
                     results.append(exc)
             return results
 
-        return self._ipr._run_with_cleanup(run)  # type: ignore[no-any-return]
+        return self._ipr._run_with_cleanup(run)
 
     def _error(self, exc: NetlinkError, op: str, ifindex: int,
                f: FlowerFilter | None = None) -> OffloadError:

@@ -354,14 +354,12 @@ class act_pedit(nla):
         )
 
     class keys_ex(nla):
+        # a list of TCA_PEDIT_KEY_EX (6, the *outer* enum's number)
         nla_flags = NLA_F_NESTED
-        nla_map = (
-            ("TCA_PEDIT_KEY_EX_UNSPEC", "none"),
-            ("TCA_PEDIT_KEY_EX", "key_ex"),
-        )
+        nla_map = ((6, "TCA_PEDIT_KEY_EX", "key_ex"),)
 
 
-act_pedit.keys_ex.key_ex = act_pedit.key_ex  # type: ignore[attr-defined]
+act_pedit.keys_ex.key_ex = act_pedit.key_ex
 
 
 class act_csum(nla):
@@ -476,7 +474,7 @@ class tca_act(nla):
 
     @staticmethod
     def get_act_options(self: nla, *argv: Any, **kwarg: Any) -> type[nla]:
-        return ACTION_OPTIONS.get(self.get_attr("TCA_ACT_KIND"), self.hex)  # type: ignore[no-any-return]
+        return ACTION_OPTIONS.get(self.get_attr("TCA_ACT_KIND"), self.hex)
 
 
 class tca_act_prio(nla):
@@ -529,4 +527,4 @@ class tcmsg_flower(nlmsg):
     def get_options(self: nlmsg, *argv: Any, **kwarg: Any) -> type[nla]:
         if self.get_attr("TCA_KIND") == "flower":
             return flower_options
-        return self.hex  # type: ignore[no-any-return]
+        return self.hex

@@ -352,7 +352,7 @@ class Sample:
 class UnknownAction:
     """An action of a kind we do not model (decode only: adopted filters)."""
 
-    kind: str  # type: ignore[misc]
+    kind: str
 
     def options(self) -> list[list[Any]]:
         raise ValidationError("cannot encode an unknown action", kind=self.kind)

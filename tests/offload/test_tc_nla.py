@@ -18,7 +18,7 @@ from offload.tc_values import (
     FlowerFilter, Gact, Mirred, Vlan, decode_filter, delete_msg, encode_filter,
 )
 
-from tc_cases import ACTION_CASES, KEY_CASES, K
+from tests.offload.tc_cases import ACTION_CASES, KEY_CASES, K
 
 
 def wire(msg: Any) -> Any:
