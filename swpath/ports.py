@@ -306,6 +306,15 @@ def _quiet_link(dev: str) -> None:
     _ip("link", "set", "dev", dev, "arp", "off", "up")
 
 
+def _exists(dev: str) -> bool:
+    """Whether ``dev`` exists in this thread's netns (/sys/class/net shows the mount's)."""
+    try:
+        socket.if_nametoindex(dev)
+    except OSError:
+        return False
+    return True
+
+
 def setup_miss_channel(port: str, *, chain: int = 0, prio: int = MISS_PRIO) -> MissChannel:
     """Create (or adopt) the miss veth pair of ``port`` and install its catch-all.
 
@@ -315,7 +324,7 @@ def setup_miss_channel(port: str, *, chain: int = 0, prio: int = MISS_PRIO) -> M
     except OSError as exc:
         raise DeviceError("port netdev not found", port=port) from exc
     tap, reader = f"fpm{ifindex}t", f"fpm{ifindex}r"
-    if not os.path.exists(f"/sys/class/net/{tap}"):
+    if not _exists(tap):
         _ip("link", "add", tap, "type", "veth", "peer", "name", reader)
     for dev in (tap, reader):
         _quiet_link(dev)
