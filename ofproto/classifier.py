@@ -336,3 +336,78 @@ class Classifier(Generic[R]):
                 best = e
         return None if best is None else (best.rule_id, best.rule)
 
+
+
+# -- the OpenFlow layout and a multi-table pipeline ---------------------------------
+
+_STAGE_FIELDS: tuple[tuple[str, ...], ...] = (
+    # metadata (plus every OF-only field: metadata, registers)
+    ("recirc_id", "dp_hash", "skb_mark", "in_port", "ct_state", "ct_zone", "ct_mark",
+     "tun_id", "tun_ipv4_src", "tun_ipv4_dst", "tun_ipv6_src", "tun_ipv6_dst", "tun_tos",
+     "tun_ttl", "tun_tp_src", "tun_tp_dst", "tun_flags"),
+    ("eth_src", "eth_dst", "vlan_tpid", "vlan_vid", "vlan_pcp", "cvlan_tpid", "cvlan_vid",
+     "cvlan_pcp", "eth_type", "mpls_label", "mpls_tc", "mpls_ttl", "mpls_bos"),
+    ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "ipv4_src", "ipv4_dst",
+     "ipv6_src", "ipv6_dst", "ipv6_label", "ip_proto", "ip_tos", "ip_ttl", "ip_frag"),
+    ("tp_src", "tp_dst", "tcp_flags", "icmp_type", "icmp_code", "nd_target", "nd_sll",
+     "nd_tll"),
+)
+TRIE_FIELDS = ("ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst")
+
+
+def of_layout() -> Layout:
+    """Stages metadata, L2, L3, L4 over the OF flow; tries on the IP addresses."""
+    from dpif.fields import BY_NAME, FIELDS
+    from ofproto.offields import OF_ONLY_MASK
+
+    stages = []
+    for names in _STAGE_FIELDS:
+        m = 0
+        for n in names:
+            m |= BY_NAME[n].field_mask
+        stages.append(m)
+    stages[0] |= OF_ONLY_MASK
+    staged = 0
+    for m in stages:
+        staged |= m
+    missing = [f.name for f in FIELDS if not f.field_mask & staged]
+    assert not missing, f"fields in no lookup stage: {missing}"
+    tries = tuple(TrieField(n, BY_NAME[n].offset, BY_NAME[n].bits) for n in TRIE_FIELDS)
+    return Layout(tuple(stages), tries)
+
+
+class Pipeline(Generic[R]):
+    """One ``Classifier`` per table; ``lookup(table, flow)`` as translation wants it."""
+
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.layout = layout or of_layout()
+        self.tables: dict[int, Classifier[R]] = {}
+        self._where: dict[int, int] = {}  # rule id -> table
+
+    def insert(self, table: int, rule_id: int, rule: R, key: int, mask: int,
+               priority: int) -> None:
+        if rule_id in self._where:
+            self.remove(rule_id)
+        cls = self.tables.get(table)
+        if cls is None:
+            cls = self.tables[table] = Classifier(self.layout)
+        cls.insert(rule_id, rule, key, mask, priority)
+        self._where[rule_id] = table
+
+    def remove(self, rule_id: int) -> R:
+        return self.tables[self._where.pop(rule_id)].remove(rule_id)
+
+    def __contains__(self, rule_id: int) -> bool:
+        return rule_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def rule_ids(self) -> set[int]:
+        return set(self._where)
+
+    def lookup(self, table: int, flow: int) -> tuple[tuple[int, R] | None, int]:
+        cls = self.tables.get(table)
+        if cls is None:
+            return None, 0
+        return cls.lookup(flow)
