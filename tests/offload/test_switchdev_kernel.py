@@ -39,8 +39,10 @@ def test_discover_netdevsim_in_switchdev_mode(netdevsim: Any) -> None:
     up = sw.port(uplink)
     assert up is not None and up.flavour is PortFlavour.PHYSICAL
 
-    # one phys_switch_id for the PF port and both representors, as ip sees it
-    ids = {netdevsim.ns.link(n)['phys_switch_id'] for n in [uplink, *netdevsim.representors.values()]}
+    # one phys_switch_id for the PF port and both representors, as sysfs sees it
+    # (not ``ip -j``: iproute2 truncates netdevsim's 32-byte id to 31 bytes)
+    ids = {netdevsim.ns.run('cat', f'/sys/class/net/{n}/phys_switch_id').stdout.strip()
+           for n in [uplink, *netdevsim.representors.values()]}
     assert len(ids) == 1
     assert sw.switch_id is not None and sw.switch_id.replace(':', '') == ids.pop()
     for name, netdev in netdevsim.representors.items():
