@@ -174,6 +174,25 @@ def run_on_host(mode: str, pytest_args: list[str]) -> TierResult:
     return res
 
 
+def kernel_test_files() -> list[str]:
+    """Files holding tests marked ``kernel``, found by a (fast) host-side collection.
+
+    Under TCG every import is slow, so the guest should import only these
+    files; ``-m kernel`` still selects inside them.  On any collection problem
+    return [] and let the guest collect everything (and report the error)."""
+    try:
+        proc = subprocess.run(
+            [_python(), "-m", "pytest", "-m", "kernel", "--collect-only", "-q", "-p", "no:cacheprovider"],
+            cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, FLOWPATH_KERNEL_TIER="required"))
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if proc.returncode != 0:
+        return []
+    files = sorted({line.split("::", 1)[0] for line in proc.stdout.splitlines() if "::" in line})
+    return [f for f in files if (REPO / f).is_file()]
+
+
 def ensure_vm_tooling() -> str:
     proc = subprocess.run([str(REPO / "tools" / "ensure_vm_tooling.sh"), str(VENV)],
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
@@ -191,6 +210,8 @@ def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in ("kernel.xml", f"{mode}.rc", "guest-kernel", "guest-boot-seconds"):
         (RESULTS / name).unlink(missing_ok=True)
+    if mode == "test" and not any(not a.startswith("-") for a in pytest_args):
+        pytest_args = kernel_test_files() + pytest_args
     guest_cmd = " ".join([
         "tools/vm_guest.sh", str(RESULTS), str(ko), mode,
         *("'" + a.replace("'", "'\\''") + "'" for a in pytest_args),

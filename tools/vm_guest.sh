@@ -31,7 +31,6 @@ insmod "$ko" || { echo "guest: insmod $ko failed"; echo 97 > "$results/$mode.rc"
 echo "guest: modules loaded: $modules netdevsim"
 
 export FLOWPATH_KERNEL_TIER=required
-export PYTHONDONTWRITEBYTECODE=1
 case "$mode" in
 test)
     .venv/bin/python -m pytest -m kernel -p no:cacheprovider \
