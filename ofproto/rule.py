@@ -50,3 +50,39 @@ class Rule:
     def identity(self) -> tuple[int, int, OfMatch]:
         """What OpenFlow calls "the same flow": table, priority and match."""
         return self.table, self.priority, self.match
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStats:
+    """Counters the tables keep for a stored rule (times in the caller's clock)."""
+
+    n_packets: int = 0
+    n_bytes: int = 0
+    created: float = 0.0
+    used: float = 0.0  # last time a packet hit it (== created until then)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSelector:
+    """Which rules a mod-flows / del-flows (loose or --strict) acts on.
+
+    ``table`` None is every table.  Loose: every rule whose match is at least
+    as specific as ``match`` (``match.covers(rule.match)``).  Strict: the rule
+    whose match equals ``match`` and whose priority is ``priority``.  Both:
+    ``rule.cookie & cookie_mask == cookie & cookie_mask`` and, when
+    ``out_port`` is set, an action that outputs to it.  ``actions`` and
+    ``new_cookie`` are what mod-flows writes.
+    """
+
+    match: OfMatch = OfMatch(0, 0)
+    table: int | None = None
+    priority: int = OFP_DEFAULT_PRIORITY
+    cookie: int = 0
+    cookie_mask: int = 0
+    out_port: int | None = None
+    actions: OfActions | None = None
+    new_cookie: int | None = None
+    flags: frozenset[str] = frozenset()
+
+    def cookie_ok(self, rule: Rule) -> bool:
+        return rule.cookie & self.cookie_mask == self.cookie & self.cookie_mask
