@@ -59,7 +59,17 @@ class SetField:
             raise ValidationError("set of an unknown header group", group=self.group)
         if not self.fields:
             raise ValidationError("set needs at least one field", group=self.group)
-        allowed = set(g.field_names())
+        order = g.field_names()
+        allowed = set(order)
+        if any(n not in allowed for n, _, _ in self.fields):
+            bad = next(n for n, _, _ in self.fields if n not in allowed)
+            raise ValidationError("field is not part of the set group", group=self.group,
+                                  field=bad)
+        if len({n for n, _, _ in self.fields}) != len(self.fields):
+            raise ValidationError("set names a field twice", group=self.group)
+        # canonical order (the group's), so equal sets compare equal
+        object.__setattr__(self, "fields", tuple(sorted(self.fields,
+                                                        key=lambda t: order.index(t[0]))))
         for name, value, mask in self.fields:
             if name not in allowed:
                 raise ValidationError("field is not part of the set group",

@@ -120,7 +120,9 @@ _FIELD_DECLS: tuple[Field, ...] = (
     _f("mpls_ttl", 8, Fmt.DEC, True, _T + "MPLS_TTL"),
     _f("mpls_bos", 1, Fmt.DEC, True, _T + "MPLS_BOS"),
     # ARP
-    _f("arp_op", 16, Fmt.DEC, True, _T + "ARP_OP", _T + "ARP_OP_MASK"),
+    # 8 bits, as in OVS (flow.nw_proto) and flower: only ops <= 255 are
+    # parsed into the key; a larger op reads as 0.
+    _f("arp_op", 8, Fmt.DEC, True, _T + "ARP_OP", _T + "ARP_OP_MASK"),
     _f("arp_spa", 32, Fmt.IPV4, True, _T + "ARP_SIP", _T + "ARP_SIP_MASK"),
     _f("arp_tpa", 32, Fmt.IPV4, True, _T + "ARP_TIP", _T + "ARP_TIP_MASK"),
     _f("arp_sha", 48, Fmt.MAC, True, _T + "ARP_SHA", _T + "ARP_SHA_MASK"),
