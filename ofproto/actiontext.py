@@ -210,6 +210,8 @@ def _p_move(arg: str) -> A.OfAction:
 def _p_resubmit(arg: str) -> A.OfAction:
     if arg.startswith("("):
         parts = _inner(arg, "resubmit").split(",")
+        if len(parts) == 1:
+            parts.append("")
         if len(parts) != 2:
             raise _Bad("resubmit: expected (PORT,TABLE)", expected="(port,table)")
         ptext, ttext = parts[0].strip(), parts[1].strip()
