@@ -76,7 +76,8 @@ _R_TTL = _O["ip_ttl"] - O_IPV4_SRC
 _R_SPORT = _O["tp_src"] - O_IPV4_SRC
 _R_DPORT = _O["tp_dst"] - O_IPV4_SRC
 _R_FLAGS = _O["tcp_flags"] - O_IPV4_SRC
-assert _R_PROTO + 8 == _R_TOS and _R_TOS + 8 == _R_TTL  # proto|tos|ttl contiguous
+# The fast path relies on proto|tos|ttl|frag|tp_src|tp_dst|tcp_flags being contiguous.
+assert _R_PROTO + 8 == _R_TOS and _R_TOS + 8 == _R_TTL and _R_TTL + 8 + 2 == _R_SPORT
 assert _O["eth_dst"] == O_ETH_SRC + 48  # eth dst|src in packet order == key order
 
 _ETH_IPV4 = ETH_TYPE_IPV4 << O_ETH_TYPE
@@ -85,6 +86,7 @@ _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 _from = int.from_bytes
+_ARP_OP_MAX = BY_NAME["arp_op"].all_ones
 
 TCP_FLAGS_MASK = 0x0FFF
 
@@ -249,6 +251,8 @@ def _arp(p: bytes, key: int, ofs: int, et: int) -> Parsed:
     htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", p, ofs)
     if htype != 1 or ptype != ETH_TYPE_IPV4 or hlen != 6 or plen != 4:
         return Parsed(key, l3=ofs, eth_type=et, problem="bad arp")
+    if op > _ARP_OP_MAX:
+        op = 0  # OVS keeps only ops that fit its 8-bit field; a larger one reads as 0
     key |= (_put("arp_op", op) | _put("arp_sha", _from(p[ofs + 8:ofs + 14], "big"))
             | _put("arp_spa", _from(p[ofs + 14:ofs + 18], "big"))
             | _put("arp_tha", _from(p[ofs + 18:ofs + 24], "big"))

@@ -208,7 +208,8 @@ def frames(draw: st.DrawFn) -> tuple[bytes, dict[str, int]]:
             et, op, sha, spa, tha, tpa = 0x0806, draw(u16), draw(u48), draw(u32), draw(u48), \
                 draw(u32)
             body = arp(op, sha, spa, tha, tpa)
-            exp.update(arp_op=op, arp_sha=sha, arp_spa=spa, arp_tha=tha, arp_tpa=tpa)
+            exp.update(arp_op=op if op <= 0xFF else 0,  # OVS: a larger op reads as 0
+                       arp_sha=sha, arp_spa=spa, arp_tha=tha, arp_tpa=tpa)
         elif l3 == "mpls":
             et, lab, tc, bos, ttl = 0x8847, draw(st.integers(0, 0xFFFFF)), \
                 draw(st.integers(0, 7)), draw(st.integers(0, 1)), draw(u8)
