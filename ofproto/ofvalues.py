@@ -34,7 +34,9 @@ FRAG_SPELLINGS: tuple[tuple[str, int, int], ...] = (
 _FRAG_PARSE: dict[str, tuple[int, int]] = {}
 for _n, _v, _m in FRAG_SPELLINGS:
     _FRAG_PARSE.setdefault(_n, (_v, _m))
-_FRAG_PRINT = {(v, m): n for n, v, m in FRAG_SPELLINGS}
+# Print a name only where it parses back to the same bits ("later" is A|L/A|L;
+# OVS also prints it for L/L, which would not round-trip: that prints 0x2/0x2).
+_FRAG_PRINT = {(v, m): n for n, v, m in FRAG_SPELLINGS if _FRAG_PARSE[n] == (v, m)}
 
 # OF names of flag fields: the datapath's bit names.
 _FLAGS = {"tcp_flags": FLAG_NAMES["tcp_flags"], "ct_state": FLAG_NAMES["ct_state"]}
