@@ -13,8 +13,13 @@ what the runner (``swpath/runner.py``) polls: ``fileno()`` and
     it like any other port.
 
 ``NetdevPort``
-    A Linux netdev.  Transmit is ``send`` on an AF_PACKET socket bound to the
-    netdev with protocol 0 (it never receives).  Receive is a *separate*
+    A Linux netdev.  Transmit goes through a PACKET_MMAP tx ring on an
+    AF_PACKET socket bound to the netdev with protocol 0 (it never receives):
+    ``send`` copies the frame into the ring, ``flush`` hands all queued
+    frames to the kernel with one syscall.  A port owned by a runner is
+    flushed by it after every round (``autoflush`` off); otherwise ``send``
+    flushes at once.  Frames longer than a ring frame go out with a plain
+    ``send`` on a second socket.  Receive is a *separate*
     AF_PACKET socket with a TPACKET_V2 rx ring (``swpath/ring.py``; one
     ``poll`` per batch, no syscall per packet), ``PACKET_IGNORE_OUTGOING``
     (our own transmits are never received back) and ``PACKET_VNET_HDR``
@@ -104,6 +109,7 @@ from swpath.ring import (
     RingGeometry,
     RxCounters,
     RxRing,
+    TxRing,
     read_stats,
 )
 
@@ -353,7 +359,7 @@ class NetdevPort:
     """
 
     def __init__(self, ifname: str, port_no: int, *, netns: str | None = None,
-                 miss: bool = False, ring: bool = True,
+                 miss: bool = False, ring: bool = True, tx_ring: bool = True,
                  geometry: RingGeometry = RingGeometry()) -> None:
         self.name = ifname
         self.port_no = port_no
@@ -363,18 +369,21 @@ class NetdevPort:
         self._log = log.bind(port=ifname, port_no=port_no)
         self._tx_packets = self._tx_bytes = self._tx_dropped = 0
         self._tx: socket.socket | None = None
+        self._txr: TxRing | None = None
+        #: flush after every ``send``; a runner that flushes per round turns it off.
+        self.autoflush = True
         self._rx: socket.socket | None = None
         self._receiver: RxRing | RecvmsgReceiver | None = None
         with in_netns(netns):
             try:
-                self._open(miss, ring, geometry)
+                self._open(miss, ring, tx_ring, geometry)
             except BaseException:
                 self.close()
                 raise
         self._log.info("port up", rx_dev=self.rx_dev, mode="tc-miss" if miss else "software",
                        rx="ring" if ring else "recvmsg")
 
-    def _open(self, miss: bool, ring: bool, geometry: RingGeometry) -> None:
+    def _open(self, miss: bool, ring: bool, tx_ring: bool, geometry: RingGeometry) -> None:
         try:
             self.ifindex = socket.if_nametoindex(self.name)
         except OSError as exc:
@@ -386,6 +395,16 @@ class NetdevPort:
         try:
             self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self._tx.bind((self.name, 0))
+            if tx_ring:
+                txs = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                txs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                               (10_000).to_bytes(16, "little"))  # timeval{0 s, 10 ms}
+                try:
+                    self._txr = TxRing(txs)
+                    txs.bind((self.name, 0))
+                except BaseException:
+                    txs.close()
+                    raise
             rx = self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             rx.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -404,7 +423,23 @@ class NetdevPort:
         return self._rx.fileno() if self._rx is not None else -1
 
     def send(self, packet: bytes) -> None:
-        """Transmit one frame; never raises (counts tx_dropped, records ``error``)."""
+        """Transmit one frame (queued in the tx ring; see ``autoflush``).  Never
+        raises: failures count ``tx_dropped`` and a vanished device sets ``error``."""
+        txr = self._txr
+        if txr is not None and len(packet) <= txr.max_len:
+            try:
+                queued = txr.put(packet)
+            except OSError as exc:  # the kick inside put (ring full) failed
+                self._tx_failed(exc, 1)
+                return
+            if not queued:
+                self._tx_dropped += 1
+                return
+            self._tx_packets += 1
+            self._tx_bytes += len(packet)
+            if self.autoflush:
+                self.flush()
+            return
         tx = self._tx
         if tx is None:
             self._tx_dropped += 1
@@ -412,13 +447,29 @@ class NetdevPort:
         try:
             tx.send(packet)
         except OSError as exc:
-            self._tx_dropped += 1
-            if exc.errno in (errno.ENXIO, errno.ENODEV) and self.error is None:
-                self.error = PortError("netdev vanished", port=self.name, port_no=self.port_no)
-                self._log.error("netdev vanished on transmit", errno=exc.errno)
+            self._tx_failed(exc, 1)
             return
         self._tx_packets += 1
         self._tx_bytes += len(packet)
+
+    def flush(self) -> None:
+        """Hand every queued frame to the kernel (one syscall); never raises."""
+        txr = self._txr
+        if txr is None or not txr.pending:
+            return
+        n = txr.pending
+        try:
+            txr.kick()
+        except BlockingIOError:
+            pass  # the kernel keeps the frames queued; the next kick sends them
+        except OSError as exc:
+            self._tx_failed(exc, n)
+
+    def _tx_failed(self, exc: OSError, n: int) -> None:
+        self._tx_dropped += n
+        if exc.errno in (errno.ENXIO, errno.ENODEV) and self.error is None:
+            self.error = PortError("netdev vanished", port=self.name, port_no=self.port_no)
+            self._log.error("netdev vanished on transmit", errno=exc.errno)
 
     def recv_batch(self, max_packets: int) -> list[bytes]:
         """Up to ``max_packets`` received frames (maybe none); PortError if the device
@@ -457,17 +508,23 @@ class NetdevPort:
                 rx.kernel_drops += drops
             except OSError:
                 pass
+        ring_drops = self._txr.dropped if self._txr is not None else 0
         return PortStats(rx_packets=rx.packets, rx_bytes=rx.bytes,
                          rx_dropped=rx.kernel_drops + rx.oversize,
-                         tx_packets=self._tx_packets, tx_bytes=self._tx_bytes,
-                         tx_dropped=self._tx_dropped)
+                         tx_packets=self._tx_packets - ring_drops, tx_bytes=self._tx_bytes,
+                         tx_dropped=self._tx_dropped + ring_drops)
 
     def close(self, *, keep_miss_channel: bool = False) -> None:
         """Close the sockets; tear the miss channel down unless ``keep_miss_channel``
         (a restart keeps tc sending misses to the veth, which then drops them)."""
+        self.flush()
         if self._receiver is not None:
             self._receiver.close()
             self._receiver = None
+        if self._txr is not None:
+            self._txr.close()
+            self._txr.sock.close()
+            self._txr = None
         for s in (self._rx, self._tx):
             if s is not None:
                 s.close()

@@ -279,3 +279,75 @@ class RecvmsgReceiver:
 
     def close(self) -> None:
         pass
+
+
+PACKET_TX_RING = 13
+TP_STATUS_AVAILABLE = 0
+TP_STATUS_SEND_REQUEST = 1
+TP_STATUS_SENDING = 2
+TP_STATUS_WRONG_FORMAT = 4
+TX_DATA_OFF = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where tx data starts
+_TX_LEN = struct.Struct("=II")  # tp_len, tp_snaplen at offset 4
+
+
+class TxRing:
+    """A TPACKET_V2 tx ring: ``put`` copies a frame into the ring (no syscall),
+    ``kick`` hands every queued frame to the kernel with one ``send``.
+
+    The kernel returns a frame to us (AVAILABLE) when its skb is freed; a frame
+    it could not send comes back WRONG_FORMAT and is counted as dropped.  When
+    no frame is free, ``put`` kicks once (bounded by the socket's SO_SNDTIMEO)
+    and drops the packet if the ring is still full.  One thread only.
+    """
+
+    def __init__(self, sock: socket.socket, geometry: RingGeometry = RingGeometry(frame_nr=512)) -> None:
+        self.sock = sock
+        self.geometry = geometry
+        self.max_len = geometry.frame_size - TX_DATA_OFF
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        req = _TPACKET_REQ.pack(geometry.block_size, geometry.block_nr, geometry.frame_size,
+                                geometry.frame_nr)
+        sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
+        self._mm: mmap.mmap | None = mmap.mmap(sock.fileno(), geometry.size, mmap.MAP_SHARED,
+                                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self._idx = 0
+        self.pending = 0
+        self.dropped = 0
+
+    def put(self, packet: bytes) -> bool:
+        """Queue one frame (``len(packet) <= max_len``); False if dropped."""
+        mm = self._mm
+        if mm is None:
+            self.dropped += 1
+            return False
+        off = self._idx * self.geometry.frame_size
+        status = _STATUS.unpack_from(mm, off)[0]
+        if status != TP_STATUS_AVAILABLE:
+            if status == TP_STATUS_WRONG_FORMAT:
+                self.dropped += 1
+            else:
+                self.kick(wait=True)
+                status = _STATUS.unpack_from(mm, off)[0]
+                if status == TP_STATUS_WRONG_FORMAT:
+                    self.dropped += 1
+                elif status != TP_STATUS_AVAILABLE:
+                    self.dropped += 1
+                    return False
+        n = len(packet)
+        start = off + TX_DATA_OFF
+        mm[start:start + n] = packet
+        _TX_LEN.pack_into(mm, off + 4, n, n)
+        _STATUS.pack_into(mm, off, TP_STATUS_SEND_REQUEST)
+        self._idx = self._idx + 1 if self._idx + 1 < self.geometry.frame_nr else 0
+        self.pending += 1
+        return True
+
+    def kick(self, *, wait: bool = False) -> None:
+        """Send every queued frame (one syscall); OSError goes to the caller."""
+        self.pending = 0
+        self.sock.send(b"", 0 if wait else socket.MSG_DONTWAIT)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None

@@ -6,7 +6,10 @@ One thread, one ``select.poll`` over the rx fds of every port.  Each round:
 
 1. drain every port once without waiting (up to ``batch`` packets each) and
    hand each non-empty batch to ``sink.process(port_no, packets)``;
-2. only if no port had anything, ``poll()`` with the remaining timeout.
+2. ``flush()`` every port that has one: transmits queued in tx rings during
+   the round leave with one syscall per port (the runner owns the flushing
+   of its ports, so it turns their ``autoflush`` off while it holds them);
+3. only if no port had anything, ``poll()`` with the remaining timeout.
 
 So under load the loop costs no syscall per packet (the rx ring is read from
 memory) and none per round except when idle.  Draining every port in turn
@@ -26,6 +29,7 @@ keep forwarding.
 
 from __future__ import annotations
 
+import math
 import select
 import threading
 import time
@@ -41,6 +45,12 @@ from swpath.ports import RxPort
 log = structlog.get_logger("swpath.runner")
 
 _ERRMASK = select.POLLERR | select.POLLNVAL | select.POLLHUP
+
+
+def _flush(port: object) -> None:
+    flush = getattr(port, "flush", None)
+    if flush is not None:
+        flush()
 
 
 class BatchSink(Protocol):
@@ -85,6 +95,8 @@ class Runner:
                 raise PortError("port number already in use", port=port.name,
                                 port_no=port.port_no)
             fd = port.fileno()
+            if hasattr(port, "autoflush"):
+                setattr(port, "autoflush", False)
             self.ports[port.port_no] = port
             self._by_fd[fd] = port
             self._poll.register(fd, select.POLLIN)
@@ -94,6 +106,9 @@ class Runner:
             port = self.ports.pop(port_no, None)
             if port is None:
                 raise PortError("no such port", port_no=port_no)
+            if hasattr(port, "autoflush"):
+                _flush(port)
+                setattr(port, "autoflush", True)
             for fd, p in list(self._by_fd.items()):
                 if p is port:
                     del self._by_fd[fd]
@@ -126,6 +141,9 @@ class Runner:
                 process(port.port_no, pkts)
                 n += len(pkts)
                 batches += 1
+        if n:
+            for port in ports:
+                _flush(port)
         return n, batches
 
     def run(self, *, timeout: float | None = None, max_packets: int | None = None,
@@ -156,7 +174,7 @@ class Runner:
                 continue
             wait = poll_interval if deadline is None else min(poll_interval, deadline - now)
             polls += 1
-            events = self._poll.poll(max(0, int(wait * 1000)))
+            events = self._poll.poll(max(0, math.ceil(wait * 1000)))  # ceil: no spin
             for fd, ev in events:
                 if ev & _ERRMASK:
                     port = self._by_fd.get(fd)
