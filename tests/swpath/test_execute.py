@@ -4,6 +4,7 @@ incremental code under test), dec_ttl at 1, recirc/hash metadata, sample."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -65,7 +66,7 @@ def ipv4_ok(frame: bytes, l3: int = 14) -> bool:
     return csum(frame[l3:l3 + ihl]) == 0
 
 
-def only_emit(effects: list[object]) -> bytes:
+def only_emit(effects: Sequence[object]) -> bytes:
     assert len(effects) == 1 and isinstance(effects[0], Emit)
     return effects[0].packet
 
