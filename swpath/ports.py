@@ -87,6 +87,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 import subprocess
 import threading
 from collections import deque
@@ -121,6 +122,9 @@ MISS_PRIO = 0xFFFF
 #: tc handle of the catch-all (fixed, so a delete names exactly this filter).
 MISS_HANDLE = 1
 CLONE_NEWNET = 0x40000000
+_NETLINK_ROUTE = 0
+_RTMGRP_LINK = 1
+_RTM_DELLINK = 17
 _VANISHED = {errno.ENXIO, errno.ENODEV, errno.ENETDOWN}
 
 
@@ -373,6 +377,7 @@ class NetdevPort:
         #: flush after every ``send``; a runner that flushes per round turns it off.
         self.autoflush = True
         self._rx: socket.socket | None = None
+        self._nl: socket.socket | None = None
         self._receiver: RxRing | RecvmsgReceiver | None = None
         with in_netns(netns):
             try:
@@ -389,6 +394,9 @@ class NetdevPort:
         except OSError as exc:
             raise PortError("netdev not found", port=self.name, port_no=self.port_no) from exc
         self.rx_dev = self.name
+        nl = self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                                      _NETLINK_ROUTE)
+        nl.bind((0, _RTMGRP_LINK))
         if miss:
             self.miss_channel = setup_miss_channel(self.name)
             self.rx_dev = self.miss_channel.reader
@@ -421,6 +429,12 @@ class NetdevPort:
 
     def fileno(self) -> int:
         return self._rx.fileno() if self._rx is not None else -1
+
+    def watch_fds(self) -> list[int]:
+        """Fds on which any event means "call ``check()``": an rtnetlink socket
+        subscribed to link events (with a miss channel the rx socket is on the miss
+        veth, which outlives the port, so rx alone would not notice)."""
+        return [self._nl.fileno()] if self._nl is not None else []
 
     def send(self, packet: bytes) -> None:
         """Transmit one frame (queued in the tx ring; see ``autoflush``).  Never
@@ -489,9 +503,35 @@ class NetdevPort:
             raise self.error
         if self._rx is None:
             raise PortError("port is closed", port=self.name, port_no=self.port_no)
-        err = self._rx.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise self._vanished(OSError(err, os.strerror(err)))
+        if self._nl is not None and self._link_deleted():
+            self.error = PortError("netdev vanished", port=self.name, port_no=self.port_no)
+            self._log.error("netdev vanished (RTM_DELLINK)")
+            raise self.error
+        for sock in (self._rx, self._tx):
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if sock else 0
+            if err:
+                raise self._vanished(OSError(err, os.strerror(err)))
+
+    def _link_deleted(self) -> bool:
+        """Drain pending link notifications; True if one deleted our ifindex."""
+        assert self._nl is not None
+        gone = False
+        while True:
+            try:
+                data = self._nl.recv(65536)
+            except BlockingIOError:
+                return gone
+            except OSError:  # ENOBUFS: notifications lost; ask the kernel directly
+                return not _exists(self.name)
+            off = 0
+            while off + 16 + 8 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                ifindex = struct.unpack_from("=i", data, off + 16 + 4)[0]
+                if kind == _RTM_DELLINK and ifindex == self.ifindex:
+                    gone = True
+                if length < 16:
+                    break
+                off += (length + 3) & ~3
 
     def _vanished(self, exc: OSError) -> PortError:
         gone = not os.path.exists(f"/proc/self/fd/{self.fileno()}") or exc.errno in _VANISHED
@@ -525,10 +565,10 @@ class NetdevPort:
             self._txr.close()
             self._txr.sock.close()
             self._txr = None
-        for s in (self._rx, self._tx):
+        for s in (self._rx, self._tx, self._nl):
             if s is not None:
                 s.close()
-        self._rx = self._tx = None
+        self._rx = self._tx = self._nl = None
         if self.miss_channel is not None and not keep_miss_channel:
             mc, self.miss_channel = self.miss_channel, None
             with in_netns(self.netns):

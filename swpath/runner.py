@@ -20,8 +20,17 @@ after ``max_packets`` packets or ``max_rounds`` rounds, or when ``stop()``
 returns true, whichever comes first.  ``start()`` runs it in a daemon
 thread; ``stop_and_join()`` ends it.
 
-A port whose device vanishes (``PortError`` from ``recv_batch``, or poll
-reporting POLLERR/POLLNVAL) is retired alone: it leaves the poll set, the
+Control calls from other threads (a revalidator deleting a flow, a
+packet-out) must not race the datapath, which is single-threaded:
+``call_soon(fn)`` queues ``fn`` to run on the loop's thread between two
+rounds and returns a ``Future`` with its result; an eventfd in the poll set
+wakes an idle loop at once.
+
+A port whose device vanishes (``PortError`` from ``recv_batch``, poll
+reporting POLLERR/POLLNVAL on its rx fd, any event on one of its
+``watch_fds()`` (NetdevPort: link notifications) followed by a failing
+``check()``, or
+an ``error`` the port recorded on transmit) is retired alone: it leaves the poll set, the
 error is logged with the port's name and kept in ``errors``, and
 ``on_port_error`` (e.g. ``SwDatapath.del_port``) is called.  The other ports
 keep forwarding.
@@ -30,10 +39,13 @@ keep forwarding.
 from __future__ import annotations
 
 import math
+import os
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,6 +98,9 @@ class Runner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last: RunStats | None = None
+        self._calls: deque[tuple[Callable[[], object], Future[object]]] = deque()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll.register(self._wake, select.POLLIN)
         for p in ports:
             self.add_port(p)
 
@@ -100,6 +115,9 @@ class Runner:
             self.ports[port.port_no] = port
             self._by_fd[fd] = port
             self._poll.register(fd, select.POLLIN)
+            for wfd in getattr(port, "watch_fds", lambda: [])():
+                self._by_fd[wfd] = port
+                self._poll.register(wfd, select.POLLIN)
 
     def del_port(self, port_no: int) -> RxPort:
         with self._lock:
@@ -117,6 +135,32 @@ class Runner:
                     except (KeyError, ValueError):
                         pass
             return port
+
+    def call_soon(self, fn: Callable[[], object]) -> Future[object]:
+        """Run ``fn`` on the loop's thread between rounds (thread-safe)."""
+        fut: Future[object] = Future()
+        self._calls.append((fn, fut))
+        os.eventfd_write(self._wake, 1)
+        return fut
+
+    def _run_calls(self) -> None:
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            pass
+        while self._calls:
+            fn, fut = self._calls.popleft()
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:  # handed to the caller
+                    fut.set_exception(exc)
+
+    def close(self) -> None:
+        """Release the wake-up eventfd (ports are the caller's)."""
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
 
     def _retire(self, port: RxPort, err: PortError) -> None:
         log.error("port retired", port=port.name, port_no=port.port_no, error=str(err))
@@ -144,6 +188,9 @@ class Runner:
         if n:
             for port in ports:
                 _flush(port)
+                tx_err = getattr(port, "error", None)
+                if tx_err is not None and port.port_no in self.ports:
+                    self._retire(port, tx_err)  # vanished on transmit
         return n, batches
 
     def run(self, *, timeout: float | None = None, max_packets: int | None = None,
@@ -166,6 +213,8 @@ class Runner:
             if deadline is not None and now >= deadline:
                 break
             rounds += 1
+            if self._calls:
+                self._run_calls()
             ports = list(self.ports.values())
             n, b = self._drain(ports)
             packets += n
@@ -176,10 +225,12 @@ class Runner:
             polls += 1
             events = self._poll.poll(max(0, math.ceil(wait * 1000)))  # ceil: no spin
             for fd, ev in events:
-                if ev & _ERRMASK:
-                    port = self._by_fd.get(fd)
-                    if port is not None:
-                        self._check(port, ev)
+                if fd == self._wake:
+                    self._run_calls()
+                    continue
+                port = self._by_fd.get(fd)
+                if port is not None and (ev & _ERRMASK or fd != port.fileno()):
+                    self._check(port, ev)
         self.last = RunStats(packets, batches, rounds, polls, time.monotonic() - t0)
         return self.last
 
@@ -207,6 +258,8 @@ class Runner:
 
     def stop_and_join(self, timeout: float = 5.0) -> RunStats | None:
         self._stop.set()
+        if self._wake >= 0:
+            os.eventfd_write(self._wake, 1)  # an idle loop notices at once
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -181,3 +181,23 @@ def test_memport_is_threadsafe_under_concurrent_inject() -> None:
     for t in ts:
         t.join()
     assert got == 2000
+
+
+def test_call_soon_runs_on_the_loop_thread_and_wakes_it() -> None:
+    a = MemPort(1)
+    r = Runner(CrossConnect({1: a, 2: MemPort(2)}), [a])
+    r.start(poll_interval=5.0)
+    try:
+        t0 = time.monotonic()
+        fut = r.call_soon(threading.get_ident)
+        loop_thread = fut.result(timeout=2)
+        assert time.monotonic() - t0 < 1.0  # woken, not waiting out the 5 s poll
+        assert loop_thread != threading.get_ident()
+        bad = r.call_soon(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            bad.result(timeout=2)
+        t0 = time.monotonic()
+        assert r.call_soon(lambda: 42).result(timeout=2) == 42
+    finally:
+        r.stop_and_join(timeout=7)
+        r.close()
