@@ -25,7 +25,10 @@ re-exported here for every test under tests/.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import sys
 from typing import Any, Generator
 
@@ -77,3 +80,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"kernel tier is required (FLOWPATH_KERNEL_TIER=required) but the test skipped: {reason}"
+
+
+#: Per-phase bound (seconds) for kernel tests, so one hung test (a receive that
+#: never returns, a stuck netlink call) fails alone instead of eating the VM's
+#: whole time budget.  TCG is slow: keep it generous.
+KERNEL_TEST_TIMEOUT = float(os.environ.get("FLOWPATH_KERNEL_TEST_TIMEOUT", "180"))
+
+
+class KernelTestTimeout(Exception):
+    """A kernel-tier test phase ran longer than FLOWPATH_KERNEL_TEST_TIMEOUT."""
+
+
+@contextlib.contextmanager
+def _alarm(item: pytest.Item, phase: str) -> Generator[None, None, None]:
+    if (
+        item.get_closest_marker("kernel") is None
+        or KERNEL_TEST_TIMEOUT <= 0
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise KernelTestTimeout(f"{item.nodeid}: {phase} exceeded {KERNEL_TEST_TIMEOUT:.0f} s "
+                                "(FLOWPATH_KERNEL_TEST_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, KERNEL_TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, None]:
+    with _alarm(item, "setup"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+    with _alarm(item, "call"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, None]:
+    with _alarm(item, "teardown"):
+        yield
