@@ -183,3 +183,45 @@ def test_vanished_flow_target_port_counts_and_the_rest_goes_on(fab: Fabric,
         time.sleep(0.02)
     assert switch.on_loop(lambda: 1) == 1  # the loop is alive
 
+@pytest.fixture(params=["u32", "flower"])
+def tc_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "flower":
+        request.getfixturevalue("tc_flower")
+    return str(request.param)
+
+
+def test_tc_and_swpath_share_a_port_each_packet_handled_once(fab: Fabric, tc_kind: str) -> None:
+    """Port s1 in tc-miss mode; a tc filter (as an offloaded megaflow would) forwards
+    UDP/7001 itself, SwDatapath gets the misses.  N of each sent, exactly N of each
+    received; tc's counter says N, the megaflow's counter + upcalls say N."""
+    sw = make_switch(fab, miss=True)
+    static_arp(fab)
+    where = ["filter", "add", "dev", "s1", "ingress", "protocol", "ip", "prio", "10"]
+    action = ["action", "mirred", "egress", "redirect", "dev", "s2"]
+    if tc_kind == "flower":
+        fab.s.tc(*where, "flower", "skip_hw", "ip_proto", "udp", "dst_port", "7001", *action)
+    else:
+        fab.s.tc(*where, "u32", "match", "ip", "protocol", "17", "0xff",
+                 "match", "ip", "dport", "7001", "0xffff", *action)
+    rx = Receiver(fab.b.name, (7001, 7002))
+    sw.runner.start(timeout=120)
+    n = 1000
+    try:
+        tx = udp_sender(fab.a.name)
+        send_paced(tx, (B_IP, 7001), n, rx)
+        send_paced(tx, (B_IP, 7002), n, rx, already=n)
+        rx.wait_for(2 * n)
+        flow = sw.flow_for(1)
+    finally:
+        sw.runner.stop_and_join()
+        sw.runner.close()
+        rx.close()
+        for p in sw.ports.values():
+            p.close(keep_miss_channel=True)  # keep tc state for the counters below
+    assert rx.counts == {7001: n, 7002: n}
+    assert flow.stats.packets + sw.upcalls_from(1) == n
+    assert all(struct.unpack_from(">H", p, 36)[0] == 7002 for _, p in sw.upcalls)
+    by_prio = {f["pref"]: f for f in fab.s.tc_filters("s1") if "actions" in f.get("options", {})}
+    tc_packets = by_prio[10]["options"]["actions"][0]["stats"]["packets"]
+    miss_packets = by_prio[65535]["options"]["actions"][0]["stats"]["packets"]
+    assert tc_packets == n and miss_packets == n
