@@ -1,0 +1,354 @@
+"""The offload-first datapath: each megaflow on tc flower, else in software.
+
+Theory of operation
+-------------------
+``OffloadDatapath`` implements ``dpif.datapath.Datapath`` over two places:
+
+* tc flower on the ingress port's netdev (an eswitch representor on a
+  SmartNIC, a veth in tests), through ``TcNetlink`` -- the one place where
+  tc netlink I/O happens;
+* the software datapath (``swpath.SwDatapath``) for everything else.
+
+``put`` translates the megaflow (``tc_flower.to_flower``, pure).  A
+``NotOffloadable`` answer, or a kernel refusal (its extack text is kept),
+puts the flow in software instead, and the flow's ``Placement`` says where
+it lives and why.  A flow is in exactly one place.  A shadow megaflow index
+(``swpath.cache.MegaflowCache``) of *all* flows enforces unique ufids,
+no overlaps and the flow limit across both places.
+
+Policies (as OVS's ``tc-policy``): ``skip_sw`` -- hardware only, a filter
+the NIC refuses falls back to software; ``none`` -- the kernel decides
+(``in_hw`` or not, read back on dump); ``skip_hw`` -- software tc only.
+
+Ownership: our filters live in chain = recirc_id, priority from
+``PRIO_MIN`` upward (one per (mask, protocol), as tc binds a priority to a
+protocol and drivers like one mask per priority), and carry the ufid as the
+action cookie.  ``adopt`` reads them back after a restart (traffic keeps
+flowing meanwhile) and ``cleanup`` deletes exactly those: never another
+program's filters, never a qdisc we did not create.
+
+Counters: a tc flow's stats are its filter's counters (software + hardware,
+TCA_STATS_BASIC; the software part counted from the network header, so
+ETH_HLEN per packet is added to count whole frames like swpath) plus ``carried`` -- what earlier incarnations of the same
+flow had counted (a replace on modify starts fresh counters; a move between
+tc and software starts a new flow).  Totals never go backwards.
+
+Recirculation is kept in software: a miss inside tc chain N would leave the
+packet to the kernel stack, and flowpath's miss channel (a catch-all in
+chain 0) could not learn its recirc_id.  Such flows say so in their reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import structlog
+
+from dpif import actions as A
+from dpif.datapath import Datapath
+from dpif.errors import FlowNotFound, OffloadError
+from dpif.flow import DpFlow, FlowSpec, FlowStats, Placement, Ufid
+from dpif.match import Match
+from offload import tc_nla as N
+from offload import tc_values as V
+from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
+from offload.tc_netlink import TcNetlink
+from swpath.cache import MegaflowCache
+
+log = structlog.get_logger("offload.datapath")
+
+ETH_HLEN = 14
+PRIO_MIN = 0x0800  # flowpath's tc priorities: PRIO_MIN .. PRIO_MAX
+PRIO_MAX = 0xFEFF  # (0xFFFF is the miss channel's catch-all, swpath.ports.MISS_PRIO)
+
+
+class Policy(Enum):
+    SKIP_SW = "skip_sw"
+    NONE = "none"
+    SKIP_HW = "skip_hw"
+
+    @property
+    def flags(self) -> int:
+        return {"skip_sw": N.TCA_CLS_FLAGS_SKIP_SW, "none": 0,
+                "skip_hw": N.TCA_CLS_FLAGS_SKIP_HW}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class TcFlow:
+    """A flow placed on tc: what we installed and what it counted before."""
+
+    ufid: Ufid
+    match: Match
+    actions: A.Actions
+    filter: V.FlowerFilter
+    carried: FlowStats = FlowStats()
+
+
+def _recirc_reason(match: Match, actions: A.Actions) -> str | None:
+    if match.value("recirc_id") or any(isinstance(a, A.Recirc) for a in actions):
+        return "recirculation stays in software (a tc chain miss cannot carry recirc_id)"
+    return None
+
+
+class OffloadDatapath(Datapath):
+    """Offload-first datapath with software fallback."""
+
+    name = "offload"
+
+    def __init__(self, tc: TcNetlink, sw: Datapath, *, policy: Policy = Policy.SKIP_SW,
+                 check: OutputCheck | None = None, flow_limit: int = 200_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.tc = tc
+        self.sw = sw
+        self.policy = policy
+        self.check = check
+        self.clock = clock
+        self.ports: dict[int, PortInfo] = {}
+        self._by_ifindex: dict[int, PortInfo] = {}
+        self._index = MegaflowCache(flow_limit=flow_limit, emc_size=0)
+        self._tc: dict[Ufid, TcFlow] = {}
+        self._sw_reason: dict[Ufid, str] = {}
+        self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
+        self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
+        self._log = log.bind(policy=policy.value)
+
+    # -- ports -------------------------------------------------------------------
+
+    def add_port(self, port_no: int, ifname: str) -> PortInfo:
+        """Make a netdev datapath port ``port_no`` (its ingress qdisc is
+        created if missing, and remembered as ours only then)."""
+        ifindex = self.tc.ifindex(ifname)
+        info = PortInfo(port_no, ifindex, ifname)
+        self.ports[port_no] = info
+        self._by_ifindex[ifindex] = info
+        self.tc.ensure_ingress(ifindex)
+        return info
+
+    # -- placement -----------------------------------------------------------------
+
+    def _prio(self, match: Match, protocol: int) -> int:
+        key = (match.mask, protocol)
+        prio = self._prios.get(key)
+        if prio is None:
+            prio = PRIO_MIN + len(self._prios)
+            if prio > PRIO_MAX:
+                raise OffloadError("out of tc priorities (one per megaflow mask)",
+                                   masks=len(self._prios))
+            self._prios[key] = prio
+        return prio
+
+    def _handle(self, ifindex: int, chain: int, prio: int) -> int:
+        k = (ifindex, chain, prio)
+        self._handles[k] = self._handles.get(k, 0) + 1
+        return self._handles[k]
+
+    def _translate(self, match: Match, actions: A.Actions, ufid: Ufid,
+                   old: V.FlowerFilter | None = None) -> V.FlowerFilter | NotOffloadable:
+        reason = _recirc_reason(match, actions)
+        if reason:
+            return NotOffloadable(reason)
+        probe = to_flower(match, actions, ufid, ports=self.ports, prio=1, handle=1,
+                          flags=self.policy.flags, check=self.check)
+        if isinstance(probe, NotOffloadable):
+            return probe
+        if old is not None and (old.protocol, old.chain, old.ifindex) == (
+                probe.protocol, probe.chain, probe.ifindex):
+            return replace(probe, prio=old.prio, handle=old.handle)
+        prio = self._prio(match, probe.protocol)
+        return replace(probe, prio=prio, handle=self._handle(probe.ifindex, probe.chain, prio))
+
+    def _to_sw(self, spec: FlowSpec, reason: str) -> DpFlow:
+        flow = self.sw.put(spec)
+        self._sw_reason[spec.ufid] = reason
+        self._log.info("flow in software", ufid=str(spec.ufid), reason=reason)
+        return replace(flow, placement=Placement("sw", False, reason))
+
+    def put(self, spec: FlowSpec) -> DpFlow:
+        self._index.insert(spec.ufid, spec.match, spec.actions)  # FlowExists / FlowLimit
+        try:
+            return self._place(spec, FlowStats())
+        except BaseException:
+            self._index.remove(spec.ufid)
+            raise
+
+    def _place(self, spec: FlowSpec, carried: FlowStats) -> DpFlow:
+        f = self._translate(spec.match, spec.actions, spec.ufid)
+        if isinstance(f, NotOffloadable):
+            return self._to_sw(spec, str(f))
+        try:
+            self.tc.add(f)
+        except OffloadError as e:
+            return self._to_sw(spec, f"tc refused: {e.extack or e.message}")
+        self._tc[spec.ufid] = TcFlow(spec.ufid, spec.match, spec.actions, f, carried)
+        self._log.info("flow on tc", ufid=str(spec.ufid), dev=self.ports[
+            spec.match.value("in_port")].ifname, chain=f.chain, prio=f.prio)
+        return DpFlow(spec.ufid, spec.match, spec.actions, carried, self._tc_placement(None))
+
+    def _tc_placement(self, dump: V.FilterDump | None) -> Placement:
+        if self.policy is Policy.SKIP_SW:
+            return Placement("tc", True)
+        if self.policy is Policy.SKIP_HW:
+            return Placement("tc", False, "policy skip_hw")
+        if dump is None:
+            return Placement("tc", False, "in_hw not read yet")
+        return Placement("tc", dump.in_hw, None if dump.in_hw else "kernel: not_in_hw")
+
+    def _tc_stats(self, t: TcFlow, dump: V.FilterDump | None) -> FlowStats:
+        if dump is None:
+            return t.carried
+        s = dump.stats
+        used = None
+        if s.packets and s.idle_ms is not None:
+            used = self.clock() - s.idle_ms / 1000
+        # Software tc counts skb->len from the network header; add the
+        # Ethernet header to that part so tc, hardware and swpath counters
+        # all count whole frames.
+        nbytes = s.bytes + ETH_HLEN * max(0, s.packets - s.hw_packets)
+        return t.carried + FlowStats(s.packets, nbytes, used)
+
+    def _read(self, t: TcFlow) -> DpFlow:
+        dump = self.tc.get(t.filter)
+        return DpFlow(t.ufid, t.match, t.actions, self._tc_stats(t, dump), self._tc_placement(dump))
+
+    # -- the Datapath interface ------------------------------------------------------
+
+    def modify(self, ufid: Ufid, actions: A.Actions, *, zero_stats: bool = False) -> DpFlow:
+        t = self._tc.get(ufid)
+        if t is None:
+            if ufid not in self._sw_reason:
+                raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
+            old_sw = self.sw.get(ufid)
+            new = self._translate(old_sw.match, actions, ufid)
+            if isinstance(new, NotOffloadable):
+                self._index.modify(ufid, actions)
+                self._sw_reason[ufid] = str(new)
+                flow = self.sw.modify(ufid, actions, zero_stats=zero_stats)
+                return replace(flow, placement=Placement("sw", False, str(new)))
+            final = self.sw.delete(ufid)  # software -> tc: carry the counters
+            del self._sw_reason[ufid]
+            self._index.modify(ufid, actions)
+            return self._place(FlowSpec(old_sw.match, actions, ufid),
+                               FlowStats() if zero_stats else final)
+        before = self._read(t)
+        carried = FlowStats() if zero_stats else before.stats
+        new = self._translate(t.match, actions, ufid, old=t.filter)
+        self._index.modify(ufid, actions)
+        if isinstance(new, NotOffloadable):
+            self._delete_tc(t)
+            return self._to_sw(FlowSpec(t.match, actions, ufid), str(new))
+        try:
+            self.tc.replace(new)
+        except OffloadError as e:
+            self._delete_tc(t)
+            return self._to_sw(FlowSpec(t.match, actions, ufid),
+                               f"tc refused: {e.extack or e.message}")
+        self._tc[ufid] = TcFlow(ufid, t.match, actions, new, carried)
+        return DpFlow(ufid, t.match, actions, carried, before.placement)
+
+    def _delete_tc(self, t: TcFlow) -> None:
+        self.tc.delete(t.filter)
+        del self._tc[t.ufid]
+
+    def delete(self, ufid: Ufid) -> FlowStats:
+        t = self._tc.get(ufid)
+        if t is not None:
+            final = self._read(t).stats
+            self._delete_tc(t)
+        elif ufid in self._sw_reason:
+            final = self.sw.delete(ufid)
+            del self._sw_reason[ufid]
+        else:
+            raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
+        self._index.remove(ufid)
+        return final
+
+    def get(self, ufid: Ufid) -> DpFlow:
+        t = self._tc.get(ufid)
+        if t is not None:
+            return self._read(t)
+        if ufid in self._sw_reason:
+            return replace(self.sw.get(ufid),
+                           placement=Placement("sw", False, self._sw_reason[ufid]))
+        raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
+
+    def dump(self) -> Iterator[DpFlow]:
+        dumps: dict[Ufid, V.FilterDump] = {}
+        for ifindex in {t.filter.ifindex for t in self._tc.values()}:
+            for d in self.tc.dump(ifindex):
+                u = ufid_of(d.filter)
+                if u is not None:
+                    dumps[u] = d
+        for t in list(self._tc.values()):
+            d = dumps.get(t.ufid)
+            yield DpFlow(t.ufid, t.match, t.actions, self._tc_stats(t, d), self._tc_placement(d))
+        for f in self.sw.dump():
+            if f.ufid in self._sw_reason:
+                yield replace(f, placement=Placement("sw", False, self._sw_reason[f.ufid]))
+
+    def execute(self, packet: bytes, in_port: int, actions: A.Actions) -> None:
+        self.sw.execute(packet, in_port, actions)
+
+    # -- ownership: adopt after a restart, clean up on the way out ---------------------
+
+    def _ours(self, ifindex: int) -> Iterator[V.FilterDump]:
+        for d in self.tc.dump(ifindex):
+            if PRIO_MIN <= d.filter.prio <= PRIO_MAX and ufid_of(d.filter) is not None:
+                yield d
+
+    def adopt(self) -> int:
+        """Take over the filters a previous flowpath left on our ports, with
+        their counters; return how many.  Call after ``add_port``s."""
+        n = 0
+        for ifindex in self._by_ifindex:
+            for d in self._ours(ifindex):
+                ufid = ufid_of(d.filter)
+                assert ufid is not None
+                if ufid in self._tc:
+                    continue
+                try:
+                    match, actions = from_flower(d.filter, self._by_ifindex)
+                    self._index.insert(ufid, match, actions)
+                except Exception as e:  # a filter we cannot read back stays, untouched
+                    self._log.warning("filter not adopted", ifindex=ifindex, prio=d.filter.prio,
+                                      handle=d.filter.handle, reason=str(e))
+                    continue
+                f = d.filter
+                self._prios.setdefault((match.mask, f.protocol), f.prio)
+                k = (f.ifindex, f.chain, f.prio)
+                self._handles[k] = max(self._handles.get(k, 0), f.handle)
+                self._tc[ufid] = TcFlow(ufid, match, actions, f)
+                n += 1
+        self._log.info("adopted tc flows", count=n)
+        return n
+
+    def cleanup(self) -> int:
+        """Delete every filter of ours on our ports (adopted or not) and the
+        ingress qdiscs this instance created; return how many filters."""
+        n = 0
+        for ifindex in self._by_ifindex:
+            for d in list(self._ours(ifindex)):
+                self.tc.delete(d.filter)
+                n += 1
+        for ufid in list(self._tc):
+            self._index.remove(ufid)
+        self._tc.clear()
+        for ifindex in self._by_ifindex:
+            self.tc.release_ingress(ifindex)
+        return n
+
+    @property
+    def tc_flows(self) -> Mapping[Ufid, TcFlow]:
+        return self._tc
+
+
+def eswitch_check(topology: object) -> OutputCheck:
+    """An ``OutputCheck`` from ``offload.switchdev.Topology.offload_refusal``:
+    every output must be on the ingress representor's eswitch."""
+    refusal = getattr(topology, "offload_refusal")
+
+    def check(ingress: PortInfo, outputs: list[PortInfo]) -> str | None:
+        return refusal(ingress.ifname, [o.ifname for o in outputs])  # type: ignore[no-any-return]
+    return check
