@@ -60,6 +60,8 @@ from ofproto.xlate import PacketInMeta, RecircRegistry, XlateEnv, XlateResult, x
 from swpath.datapath import ActionUpcall, UpcallResult
 from swpath.parse import parse_key
 
+_NARROW_TRIES = 4
+
 log = structlog.get_logger("ofproto.bridge")
 
 _IN_PORT = BY_NAME["in_port"]
@@ -178,10 +180,32 @@ class Bridge:
             self.tables.credit(rid, 1, len(packet), now)
         if res.error:
             self.log.warning("translation error", port=in_port, error=res.error)
-        match = self._install(res, now, in_port)
+        match = self._install(res, now, in_port, key)
         return UpcallResult(match, res.actions)
 
-    def _install(self, res: XlateResult, now: float, in_port: int) -> Match | None:
+    def _put_narrowing(self, m: Match, actions: Actions, ufid: Ufid, key: int) -> Match:
+        """Put ``m``; if it overlaps an installed megaflow (sound megaflows
+        may: both then hold the same actions on the overlap, but datapaths
+        refuse it), narrow ``m`` to the packet's values on the other flow's
+        mask -- still sound, and disjoint from it -- and retry.  Without
+        this, every packet of the overlap-free part would upcall forever."""
+        assert self.placer is not None
+        for _ in range(_NARROW_TRIES):
+            try:
+                self.placer.put(FlowSpec(m, actions, ufid))
+                return m
+            except FlowExists as e:
+                other = e.context.get("other")
+                if other is None or m in self.ukeys:
+                    raise
+                wider = m.mask | self.placer.get(Ufid.parse(other)).match.mask
+                if wider == m.mask:
+                    raise
+                self._count("megaflow_narrowed")
+                m = Match.from_packet_key(key, wider)
+        raise FlowExists("megaflow still overlaps after narrowing", ufid=str(ufid))
+
+    def _install(self, res: XlateResult, now: float, in_port: int, key: int) -> Match | None:
         """Record (and with a placer, put) the megaflow; the match for the caller or None."""
         m = res.megaflow
         if m in self.ukeys:
@@ -195,7 +219,7 @@ class Bridge:
         ufid = Ufid.random()
         if self.placer is not None:
             try:
-                self.placer.put(FlowSpec(m, res.actions, ufid))
+                m = self._put_narrowing(m, res.actions, ufid, key)
             except FlowExists:
                 self._count("put_exists")
                 return None
