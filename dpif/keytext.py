@@ -107,7 +107,7 @@ def format_key(m: Match) -> str:
 def _check_all_printed(m: Match, text: str) -> None:
     # Every field the match looks at must be shown; a field whose group was
     # not selected (tcp ports without ip_proto=6, ...) cannot be written.
-    visible = set()
+    visible: set[str] = set()
     for g in GROUPS:
         if g.when is None or _applies(g, m):
             visible.update(g.field_names())
@@ -175,9 +175,10 @@ def _parse_items(sc: Scanner, values: dict[str, tuple[int, int]], depth: int) ->
         elif name == "encap":
             _parse_items(sc, values, depth + 1)
         else:
-            g = GROUP_BY_NAME.get(name)
-            if g is None or name in _L2_TAIL:
+            found = GROUP_BY_NAME.get(name)
+            if found is None or name in _L2_TAIL:
                 raise sc.error(f"unknown key field {name!r}", pos=start, expected="a key group")
+            g = found
             if g.scalar:
                 fname = g.attrs[0][1]
                 _set(sc, values, fname, _scalar_value(sc, fname), start)

@@ -282,8 +282,9 @@ class OffloadDatapath(Datapath):
                 if u is not None:
                     dumps[u] = d
         for t in list(self._tc.values()):
-            d = dumps.get(t.ufid)
-            yield DpFlow(t.ufid, t.match, t.actions, self._tc_stats(t, d), self._tc_placement(d))
+            got = dumps.get(t.ufid)
+            yield DpFlow(t.ufid, t.match, t.actions, self._tc_stats(t, got),
+                         self._tc_placement(got))
         for f in self.sw.dump():
             if f.ufid in self._sw_reason:
                 yield replace(f, placement=Placement("sw", False, self._sw_reason[f.ufid]))
@@ -350,5 +351,6 @@ def eswitch_check(topology: object) -> OutputCheck:
     refusal = getattr(topology, "offload_refusal")
 
     def check(ingress: PortInfo, outputs: list[PortInfo]) -> str | None:
-        return refusal(ingress.ifname, [o.ifname for o in outputs])  # type: ignore[no-any-return]
+        reason: str | None = refusal(ingress.ifname, [o.ifname for o in outputs])
+        return reason
     return check

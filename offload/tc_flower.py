@@ -100,10 +100,10 @@ def _to_attr(attr: str, value: int) -> V.Value:
     return value
 
 
-def _from_attr(value: V.Value) -> int:
+def _from_attr(attr: str, value: V.Value) -> int:
     if isinstance(value, int):
         return value
-    if value.count(":") == 5 and "." not in value and len(value) == 17:
+    if N.ATOM_KIND[N.FLOWER_ATOM[attr]] == "mac":
         return int(value.replace(":", ""), 16)
     return int(ipaddress.ip_address(value))
 
@@ -336,8 +336,10 @@ def _tunnel_set(a: A.SetField) -> V.TunnelKeySet | NotOffloadable:
     if extra or vals.get("tun_id", (0, 0))[0] >> 32:
         return NotOffloadable("tunnel_key cannot set this", action=f"set(tunnel.{sorted(extra)})")
     ip = ipaddress.IPv4Address if fmt is Fmt.IPV4 else ipaddress.IPv6Address
-    kw = {attr: vals[n][0] for n, attr in _TUN if n in vals}
-    return V.TunnelKeySet(src=str(ip(src)), dst=str(ip(dst)), **kw)
+    def opt(name: str) -> int | None:
+        return vals[name][0] if name in vals else None
+    return V.TunnelKeySet(src=str(ip(src)), dst=str(ip(dst)), key_id=opt("tun_id"),
+                          dst_port=opt("tun_tp_dst"), tos=opt("tun_tos"), ttl=opt("tun_ttl"))
 
 
 def _ttl_proves_above_one(m: Match) -> bool:
@@ -492,8 +494,9 @@ def from_flower(f: V.FlowerFilter, ports_by_ifindex: Mapping[int, PortInfo]
         if fname is None:
             raise ValidationError("flower key outside the megaflow model", attr=attr)
         mask_attr = N.MASK_OF.get(attr)
-        mask = _from_attr(keys[mask_attr]) if mask_attr in keys else BY_NAME[fname].all_ones
-        vals[fname] = (_from_attr(value), mask)
+        mask = (_from_attr(mask_attr, keys[mask_attr]) if mask_attr in keys
+                else BY_NAME[fname].all_ones)
+        vals[fname] = (_from_attr(attr, value), mask)
     if f.protocol in N.VLAN_TPIDS:
         vals["vlan_tpid"] = f.protocol
         if _K + "CVLAN_ETH_TYPE" in keys or (

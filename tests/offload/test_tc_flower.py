@@ -159,7 +159,7 @@ def test_output_check_refusal_is_kept() -> None:
 
 
 @given(matches(), st.sampled_from(sorted(PORTS)))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 def test_filter_never_takes_a_packet_the_megaflow_would_not(m: Match, port: int) -> None:
     m = m.with_field("in_port", port).without("recirc_id")
     r = to_flower(m, (A.Output(1),), UFID, ports=PORTS, prio=1, handle=1, flags=0)
