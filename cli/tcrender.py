@@ -86,15 +86,19 @@ def protocol_name(proto: int) -> str:
 
 
 def _addr_with_mask(value: str, mask: str | None) -> str:
+    """``addr`` (exact), ``addr/prefixlen`` (contiguous mask) or ``addr/mask``."""
     if mask is None:
         return value
     try:
-        net = ipaddress.ip_network(f"{value}/{mask}", strict=False)
+        m = ipaddress.ip_address(mask)
     except ValueError:
         return f"{value}/{mask}"
-    if net.prefixlen == net.max_prefixlen:
-        return value
-    return f"{value}/{net.prefixlen}"
+    width = m.max_prefixlen
+    bits = int(m)
+    ones = bin(bits).count("1")
+    if bits != ((1 << ones) - 1) << (width - ones):  # not contiguous
+        return f"{value}/{mask}"
+    return value if ones == width else f"{value}/{ones}"
 
 
 def _mac_with_mask(value: str, mask: str | None) -> str:
@@ -173,9 +177,22 @@ def render_keys(f: V.FlowerFilter) -> list[str]:
         else:
             text = f"{value}" if mask is None else f"{value}/{mask}"
             out.append(f"{attr}={text}")
-    # ICMP type must come before code in tc syntax; the kernel order has code first
+    # tc parses keys in order: VLAN ethertypes decide how later IP keys are
+    # read, ip_proto must precede ports and ICMP type/code, type precedes code.
+    out.sort(key=_key_rank)
     _type_before_code(out)
     return out
+
+
+_RANK = (("indev", 0), ("dst_mac", 1), ("src_mac", 1), ("vlan_", 2), ("cvlan_", 3),
+         ("num_of_vlans", 3), ("mpls_", 4), ("ip_proto", 5))
+
+
+def _key_rank(word: str) -> int:
+    for prefix, rank in _RANK:
+        if word.startswith(prefix):
+            return rank
+    return 6
 
 
 def _type_before_code(words: list[str]) -> None:
