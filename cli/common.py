@@ -49,7 +49,10 @@ def lines_from(args: Iterable[str]) -> Iterator[str]:
 
 def lines_of_file(path: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of each rule line of a file (``-``: stdin); # comments skipped."""
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    try:
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    except OSError as e:
+        raise click.FileError(path, hint=e.strerror or str(e)) from e
     try:
         for n, raw in enumerate(stream, start=1):
             line = raw.strip()

@@ -252,7 +252,8 @@ def test_ofctl_trace_bad_rule_file_names_line(tmp_path: Path) -> None:
 
 def test_ofctl_trace_missing_file_is_one_line() -> None:
     code, out, err = run("ofctl", "trace", "--rules", "/nonexistent/rules", "in_port=1")
-    assert_one_line_error(code, out, err)
+    assert_one_line_error(code, out, err, "/nonexistent/rules", "No such file")
+    assert code == 1
 
 
 # --- global behaviour ----------------------------------------------------------------------------
