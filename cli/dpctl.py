@@ -152,7 +152,7 @@ def _recirc_reason(match: Match, actions: A.Actions) -> str | None:
 
 def explain(ft: FlowText, ports: Mapping[int, PortInfo], *, policy: Policy,
             check: Any = None, netns: str | None = None,
-            eswitch_note: str | None = None) -> Explanation:
+            eswitch_note: str | None = None, hw_tc_offload: str | None = None) -> Explanation:
     """Run the pure translation step by step and say where it stops."""
     m, actions = ft.match, ft.actions
     ex = Explanation(flow=format_flow(FlowText(m, actions)), policy=policy.value,
@@ -210,6 +210,15 @@ def explain(ft: FlowText, ports: Mapping[int, PortInfo], *, policy: Policy,
         full = no_check
     ex.offloadable = True
     ex.tc = render_filter(full, ifname, netns=netns)
+    if hw_tc_offload is not None:
+        ex.checks.append(("hw-tc-offload", hw_tc_offload))
+        if not hw_tc_offload.startswith("on") and policy is not Policy.SKIP_HW:
+            dev = ports[m.value("in_port")].ifname
+            ex.notes.append(f"hw-tc-offload is {hw_tc_offload} on {dev}: the NIC will not take "
+                            f"the filter" + (" and skip_sw makes the kernel refuse it"
+                                             if policy is Policy.SKIP_SW else "")
+                            + (f"; try: ethtool -K {dev} hw-tc-offload on"
+                               if "fixed" not in hw_tc_offload else ""))
     ex.notes.append(f"prio {PRIO_MIN} and handle 1 are illustrative: the datapath gives one "
                     f"prio per (mask, protocol) in {PRIO_MIN}..{PRIO_MAX}")
     if policy is Policy.SKIP_SW:
@@ -269,11 +278,27 @@ def why_not_offloaded(line: str, port_opts: tuple[str, ...], policy: str, netns:
             raise type(e)(f"eswitch discovery failed ({e.message}); "
                           "use --no-eswitch-check to skip it", **e.context) from e
         check = eswitch_check(topo)
-    ex = explain(ft, ports, policy=Policy(policy), check=check, netns=netns, eswitch_note=note)
+    feature = None
+    ingress = ports.get(ft.match.value("in_port")) if ft.match.is_exact("in_port") else None
+    if not offline and ingress is not None:
+        feature = _hw_tc_offload(ingress.ifname, netns)
+    ex = explain(ft, ports, policy=Policy(policy), check=check, netns=netns, eswitch_note=note,
+                 hw_tc_offload=feature)
     if as_json:
         emit_json(ex.to_dict())
     else:
         click.echo(ex.render())
+
+
+def _hw_tc_offload(ifname: str, netns: str | None) -> str:
+    """``on`` / ``off`` / ``off [fixed]`` / ``n/a (why)`` for a netdev's hw-tc-offload."""
+    from offload.switchdev import Switchdev
+    try:
+        with Switchdev(netns) as sd:
+            st = sd.tc_offload(ifname)
+    except FlowpathError as e:
+        return f"n/a ({e.message})"
+    return ("on" if st.active else "off") + ("" if st.available else " [fixed]")
 
 
 # --- dump-flows / cleanup ---------------------------------------------------------------

@@ -138,6 +138,12 @@ def test_why_not_offloaded_live_veth(veth_rig: tuple[Netns, OffloadDatapath]) ->
                        "--port", "2=pb", "--no-eswitch-check", "--policy", "skip_hw", line)
     assert "verdict: offloadable" in out
     assert f"(ifindex {dp.ports[1].ifindex})" in out
+    assert "hw-tc-offload:" in out  # veth: off [fixed]; skip_hw: no warning note
+    code, out, _ = run("dpctl", "why-not-offloaded", "--netns", ns.name, "--port", "1=pa",
+                       "--port", "2=pb", "--no-eswitch-check", line)
+    assert "verdict: offloadable" in out
+    assert "note: hw-tc-offload is off [fixed] on pa: the NIC will not take the filter and " \
+        "skip_sw makes the kernel refuse it" in out
     tc = next(ln.strip() for ln in out.splitlines() if ln.strip().startswith("tc -n"))
     assert "dev pa" in tc and "action mirred egress redirect dev pb" in tc
 
