@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dpif.actions import Actions
 from dpif.actiontext import format_actions, parse_actions
-from dpif.flow import FlowStats, Ufid
+from dpif.flow import DpFlow, FlowStats, Ufid
 from dpif.keytext import format_key, parse_key
 from dpif.match import Match
 from dpif.scan import Scanner
@@ -160,3 +160,10 @@ def _dp(sc: Scanner, fields: dict[str, tuple[str, int]]) -> str | None:
     if not v.isidentifier():
         raise sc.error(f"dp: {v!r}", pos=pos, expected="a datapath name (tc, sw)")
     return v
+
+
+def format_dpflow(flow: DpFlow, now: float) -> str:
+    """A datapath's flow as ``dpctl/dump-flows -m`` prints it."""
+    p = flow.placement
+    return format_flow(FlowText(flow.match, flow.actions, flow.ufid, flow.stats,
+                                p.offloaded, p.dp), now)

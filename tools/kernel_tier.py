@@ -39,7 +39,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / ".cache" / "test-results"
+RESULTS = REPO / ".cache" / "test-results"   # latest results (copies), what CI reads
+
+
+def new_run_dir(tag: str) -> Path:
+    """A private results directory for one run: several runs of the same checkout
+    (people sharing a repo) must not read each other's files.  Old ones are pruned."""
+    runs = RESULTS / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - 24 * 3600
+    for old in runs.iterdir():
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    d = runs / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    d.mkdir()
+    return d
 VENV = REPO / ".venv"
 MODULES = ("cls_flower act_gact act_mirred act_vlan act_pedit act_csum act_tunnel_key "
            "act_skbedit act_sample sch_ingress veth").split()
@@ -153,14 +170,13 @@ def _python() -> str:
     return str(py) if py.exists() else sys.executable
 
 
-def run_on_host(mode: str, pytest_args: list[str]) -> TierResult:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    xml = RESULTS / "kernel.xml"
+def run_on_host(mode: str, pytest_args: list[str], out: Path) -> TierResult:
+    xml = out / "kernel.xml"
     xml.unlink(missing_ok=True)
     env = dict(os.environ, FLOWPATH_KERNEL_TIER="required")
     start = time.monotonic()
     if mode == "demo":
-        argv = [_python(), str(REPO / "tools" / "demo_smoke.py"), *pytest_args]
+        argv = [_python(), str(REPO / "tools" / "demo.py"), *pytest_args]
     else:
         argv = [_python(), "-m", "pytest", "-m", "kernel", f"--junitxml={xml}", *pytest_args]
     rc = subprocess.run(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL).returncode
@@ -201,19 +217,17 @@ def ensure_vm_tooling() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus: int) -> TierResult:
+def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus: int,
+              out: Path) -> TierResult:
     try:
         kver = ensure_vm_tooling()
     except RuntimeError as exc:
         return TierResult("kernel", "vm", "?", "TCG", problem=str(exc))
     ko = REPO / ".cache" / "netdevsim" / kver / "netdevsim.ko"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in ("kernel.xml", f"{mode}.rc", "guest-kernel", "guest-boot-seconds"):
-        (RESULTS / name).unlink(missing_ok=True)
     if mode == "test" and not any(not a.startswith("-") for a in pytest_args):
         pytest_args = kernel_test_files() + pytest_args
     guest_cmd = " ".join([
-        "tools/vm_guest.sh", str(RESULTS), str(ko), mode,
+        "tools/vm_guest.sh", str(out), str(ko), mode,
         *("'" + a.replace("'", "'\\''") + "'" for a in pytest_args),
     ])
     vng = str(VENV / "bin" / "vng")
@@ -225,7 +239,7 @@ def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus
     env = dict(os.environ, PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
     print(f"kernel tier: booting Linux {kver} under TCG (virtme-ng), timeout {timeout} s", flush=True)
     start = time.monotonic()
-    log_path = RESULTS / f"vm-{mode}.log"
+    log_path = out / f"vm-{mode}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -238,17 +252,17 @@ def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus
         vm_rc = proc.wait()
     seconds = time.monotonic() - start
     res = TierResult("kernel", "vm", kver, "TCG", seconds=seconds)
-    if (RESULTS / "guest-boot-seconds").exists():
-        res.boot_seconds = float((RESULTS / "guest-boot-seconds").read_text().strip() or 0)
-    rc_file = RESULTS / f"{mode}.rc"
+    if (out / "guest-boot-seconds").exists():
+        res.boot_seconds = float((out / "guest-boot-seconds").read_text().strip() or 0)
+    rc_file = out / f"{mode}.rc"
     if vm_rc == 124 or vm_rc == 137:
         res.problem = f"VM timed out after {timeout} s (log {log_path.relative_to(REPO)})"
     elif not rc_file.exists():
         res.problem = f"VM exited {vm_rc} before the guest reported a result (log {log_path.relative_to(REPO)})"
     res.rc = int(rc_file.read_text().strip()) if rc_file.exists() else vm_rc
     if mode == "test" and not res.problem:
-        if (RESULTS / "kernel.xml").exists():
-            res.counts = parse_junit(RESULTS / "kernel.xml")
+        if (out / "kernel.xml").exists():
+            res.counts = parse_junit(out / "kernel.xml")
         else:
             res.problem = f"guest wrote no junit xml (guest exit {res.rc})"
     print(f"kernel tier: VM exit status {vm_rc}, guest status {res.rc}, {seconds:.1f} s wall", flush=True)
@@ -263,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("FLOWPATH_VM_TIMEOUT", "900")))
     ap.add_argument("--memory", default=os.environ.get("FLOWPATH_VM_MEMORY", "2G"))
     ap.add_argument("--cpus", type=int, default=int(os.environ.get("FLOWPATH_VM_CPUS", "2")))
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help="private results directory (default: a new one under .cache/test-results/runs/)")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args(argv)
+    out: Path = args.out_dir or new_run_dir(f"kernel-{args.mode}")
+    out.mkdir(parents=True, exist_ok=True)
 
     where = args.where
     if where == "auto":
@@ -272,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         where = "host" if capable else "vm"
         print(f"kernel tier: {'host' if capable else 'VM'} ({why})", flush=True)
     if where == "host":
-        res = run_on_host(args.mode, args.pytest_args)
+        res = run_on_host(args.mode, args.pytest_args, out)
     else:
-        res = run_in_vm(args.mode, args.pytest_args, args.timeout, args.memory, args.cpus)
+        res = run_in_vm(args.mode, args.pytest_args, args.timeout, args.memory, args.cpus, out)
 
     if args.mode == "demo":
         ok = res.rc == 0 and not res.problem
@@ -282,10 +300,14 @@ def main(argv: list[str] | None = None) -> int:
               + (f": {res.problem}" if res.problem else ""))
         return 0 if ok else 1
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     data = asdict(res)
-    data.update(ok=res.ok, total=res.counts.total, summary=res.summary())
-    (RESULTS / "kernel.json").write_text(json.dumps(data, indent=2) + "\n")
+    data.update(ok=res.ok, total=res.counts.total, summary=res.summary(), results=str(out))
+    (out / "kernel.json").write_text(json.dumps(data, indent=2) + "\n")
+    for name in ("kernel.json", "kernel.xml"):   # latest copies (atomic rename)
+        if (out / name).exists():
+            tmp = RESULTS / f".{name}.{os.getpid()}"
+            shutil.copyfile(out / name, tmp)
+            tmp.replace(RESULTS / name)
     print(res.summary(), flush=True)
     return 0 if res.ok else 1
 

@@ -38,7 +38,7 @@ test)
     rc=$?
     ;;
 demo)
-    .venv/bin/python tools/demo_smoke.py "$@"
+    .venv/bin/python tools/demo.py "$@"
     rc=$?
     ;;
 *)
