@@ -139,12 +139,19 @@ class DatapathContract:
 
     # -- a model of the flow table ---------------------------------------------------
 
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(script=st.lists(st.tuples(st.sampled_from(["put", "del", "mod"]),
-                                     st.integers(0, 5)), max_size=25))
-    def test_table_follows_a_dict_model(self, make_dp: DatapathFactory,
-                                        script: list[tuple[str, int]]) -> None:
+    #: hypothesis examples of the model test (a kernel datapath may want fewer)
+    model_examples = 40
+
+    def test_table_follows_a_dict_model(self, make_dp: DatapathFactory) -> None:
+        @settings(max_examples=self.model_examples, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(script=st.lists(st.tuples(st.sampled_from(["put", "del", "mod"]),
+                                         st.integers(0, 5)), max_size=25))
+        def run(script: list[tuple[str, int]]) -> None:
+            self._follow_model(make_dp, script)
+        run()
+
+    def _follow_model(self, make_dp: DatapathFactory, script: list[tuple[str, int]]) -> None:
         dp = make_dp(4)
         model: dict[Ufid, Actions] = {}
         for op, i in script:

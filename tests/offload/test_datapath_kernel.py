@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from hypothesis import settings
 
 from dpif.actions import Output
 from dpif.datapath import Datapath
@@ -43,9 +42,7 @@ def make_offload(ns: Netns, ports: dict[int, str], policy: Policy,
 
 class TestOffloadContract(DatapathContract):
     placements = ("tc", "sw")
-    # every step is a netlink round trip in a TCG VM: fewer examples
-    test_table_follows_a_dict_model = settings(max_examples=12, deadline=None)(
-        DatapathContract.test_table_follows_a_dict_model)
+    model_examples = 12  # every step is a netlink round trip in a TCG VM
 
     @pytest.fixture
     def make_dp(self, netns_factory: Callable[..., Netns], veth_factory: Callable[..., VethPair],
