@@ -220,6 +220,18 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
             else:
                 k.put(fname, f"{_K}{fam}_{suffix}", f"{_K}{fam}_{suffix}_MASK", value, mask)
     value, mask = m.get("ip_frag")
+    # The kernel's flow dissector (cls_flower passes no PARSE_1ST_FRAG) reads
+    # no L4 header of any IP fragment: flower sees ports/icmp/tcp_flags 0 on a
+    # *first* fragment, where our parser (as OVS's) reads the real ones.  So
+    # an L4 match is offloadable only when the megaflow rules first fragments
+    # out: ip_frag=no, or ip_frag=later (no L4 fields on either side).
+    # Found by tests/offload/test_differential_kernel.py.
+    l4_matched = [n for n in ("tp_src", "tp_dst", "tcp_flags", "icmp_type", "icmp_code")
+                  if m.has(n)]
+    if l4_matched and not ((mask & FRAG_ANY and not value & FRAG_ANY)
+                           or (mask & FRAG_LATER and value & FRAG_LATER)):
+        k.refuse("flower reads no L4 header of a first fragment: an L4 match needs "
+                 "ip_frag=no or ip_frag=later", l4_matched[0])
     if mask:
         frag = _frag_to_flower(value, mask)
         if frag is None:
