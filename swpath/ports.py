@@ -55,8 +55,9 @@ on a port where tc handles traffic, flowpath does not listen on the port:
   transmitted on by anyone but the catch-all, so nothing else appears there.
 * The catch-all is matchall when the kernel has it (cls_matchall), else u32
   ``match u32 0 0`` (this host's kernel has u32 + mirred but neither matchall
-  nor flower).  It is installed with ``tc filter replace`` at a fixed
-  (chain, prio, handle): re-running setup adopts it, a restart keeps it.
+  nor flower).  It sits at a fixed (chain, prio): re-running setup adopts a
+  catch-all that already redirects to the port's miss veth, so a restart
+  keeps misses flowing without a gap.
   Only flowpath's prio is ever deleted (with kind, prio and handle), and the
   ingress qdisc only if flowpath created it and no filter is left on it.
 * A flow in another chain (``goto chain`` for recirculation) needs its own
@@ -85,6 +86,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import socket
 import struct
@@ -258,22 +260,44 @@ def _ip(*args: str) -> None:
         raise DeviceError("ip failed: " + proc.stderr.strip(), command="ip " + " ".join(args))
 
 
+def _catchall_now(dev: str, prio: int, chain: int) -> tuple[str | None, set[str]]:
+    """(classifier kind at our (chain, prio), devices its actions redirect to)."""
+    proc = _tc("-j", "filter", "show", "dev", dev, "ingress", "prio", str(prio), "chain",
+               str(chain), check=False)
+    try:
+        entries = json.loads(proc.stdout or "[]")
+    except ValueError:
+        entries = []
+    kind = next((e.get("kind") for e in entries if e.get("kind")), None)
+    targets = {a.get("to_dev") for e in entries
+               for a in e.get("options", {}).get("actions", []) if a.get("to_dev")}
+    return kind, targets
+
+
 def install_catchall(dev: str, redirect_to: str, *, prio: int = MISS_PRIO,
                      chain: int = 0) -> tuple[str, bool]:
     """Put the miss catch-all on ``dev``'s ingress, redirecting to ``redirect_to``.
 
     Returns (classifier kind used, whether we created the ingress qdisc).
-    Idempotent: ``replace`` at a fixed (chain, prio, handle).
+    Idempotent: a catch-all already at (chain, prio) that redirects to
+    ``redirect_to`` is adopted untouched (traffic keeps flowing through a
+    restart); anything else at that prio (ours alone) is replaced.
+    cls_matchall refuses ``replace`` of an existing filter (EEXIST), hence
+    look first, then delete + add.
     """
     created = _tc("qdisc", "add", "dev", dev, "ingress", check=False).returncode == 0
+    kind, targets = _catchall_now(dev, prio, chain)
+    if kind in ("matchall", "u32") and targets == {redirect_to}:
+        return kind, created
     where = ["dev", dev, "ingress", "protocol", "all", "prio", str(prio), "chain", str(chain)]
+    if kind is not None:
+        remove_catchall(dev, kind, prio=prio, chain=chain)
     action = ["action", "mirred", "egress", "redirect", "dev", redirect_to]
-    mall = _tc("filter", "replace", *where, "handle", str(MISS_HANDLE), "matchall", *action,
+    mall = _tc("filter", "add", *where, "handle", str(MISS_HANDLE), "matchall", *action,
                check=False)
     if mall.returncode == 0:
         return "matchall", created
-    # u32 places its own handle (800::800) in the prio; the prio is ours alone.
-    _tc("filter", "del", *where, "u32", check=False)
+    # No cls_matchall in this kernel: u32 "match u32 0 0" matches every packet.
     _tc("filter", "add", *where, "u32", "match", "u32", "0", "0", *action)
     return "u32", created
 
