@@ -169,13 +169,19 @@ def test_add_is_exclusive_replace_is_not(dev: Any) -> None:
 
 def test_batch_reports_each_outcome(dev: Any) -> None:
     ns, tc, ifindex, peer = dev
-    good = [FlowerFilter(ifindex, prio=1, handle=h, flags=SKIP_HW, actions=(Gact.drop(),))
-            for h in (1, 2, 3)]
-    bad = FlowerFilter(ifindex, prio=1, handle=4, flags=SKIP_HW, actions=(Mirred(99999),))
+    # distinct matches: flower refuses a second filter with the same key+mask
+    # in one prio (EEXIST, no extack)
+    good = [FlowerFilter(ifindex, prio=1, handle=h, flags=SKIP_HW, protocol=0x0800,
+                         keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
+                         actions=(Gact.drop(),)) for h in (1, 2, 3)]
+    bad = FlowerFilter(ifindex, prio=1, handle=4, flags=SKIP_HW, protocol=0x0800,
+                       keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": 4},
+                       actions=(Mirred(99999),))
     out = tc.apply([TcOp("add", good[0]), TcOp("add", bad), TcOp("add", good[1]),
                     TcOp("add", good[0]), TcOp("add", good[2])])
     assert out[0] is None and out[2] is None and out[4] is None
     assert isinstance(out[1], OffloadError) and out[1].context["handle"] == 4
+    assert out[1].errno == errno.ENODEV
     assert isinstance(out[3], OffloadError) and out[3].errno == errno.EEXIST
     assert {d.filter.handle for d in tc.dump(ifindex)} == {1, 2, 3}
 
@@ -249,7 +255,7 @@ def test_redirect_counts_exactly_n_packets(netns_factory: Any, veth_factory: Any
         (got,) = tc.dump(vb)
         assert got.filter == f
         assert got.stats.packets == n and got.stats.hw_packets == 0
-        assert got.stats.bytes == n * (14 + 20 + 8 + 100)
+        assert got.stats.bytes == n * (20 + 8 + 100)  # tc ingress counts from the L3 header
         assert got.stats.idle_ms is not None and got.stats.idle_ms < 5000
         links = sink.json("ip", "-s", "-j", "link", "show", "dev", "vd")
         assert links[0]["stats64"]["rx"]["packets"] - rx_before == n
