@@ -35,11 +35,11 @@ def ours(ufid: int, handle: int, packets: int = 0, in_hw: bool = False) -> V.Fil
                         in_hw=in_hw)
 
 
-FOREIGN = V.FilterDump(V.FlowerFilter(11, 100, 1, {"TCA_FLOWER_KEY_IP_PROTO": 6,
-                                                   "TCA_FLOWER_KEY_ETH_TYPE": 0x0800},
+FOREIGN = V.FilterDump(V.FlowerFilter(11, 100, 1, (("TCA_FLOWER_KEY_IP_PROTO", 6),
+                                                   ("TCA_FLOWER_KEY_ETH_TYPE", 0x0800)),
                                       (V.Gact.drop(),), protocol=0x0800), V.TcStats())
 # in flowpath's prio range but no ufid cookie: still foreign
-NO_COOKIE = V.FilterDump(V.FlowerFilter(11, 0x900, 1, {}, (V.Gact.drop(),)), V.TcStats())
+NO_COOKIE = V.FilterDump(V.FlowerFilter(11, 0x900, 1, (), (V.Gact.drop(),)), V.TcStats())
 
 
 class FakeTc:
