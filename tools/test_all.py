@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_tier import RESULTS, REPO, Counts, parse_junit  # noqa: E402
+from kernel_tier import REPO, RESULTS, Counts, new_run_dir, parse_junit  # noqa: E402
 
 PY = str(REPO / ".venv" / "bin" / "python")
 
@@ -40,10 +40,10 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, float]
 
 
 def main() -> int:
+    import argparse
+    argparse.ArgumentParser(description="make test: mypy, unit tier, kernel tier, summary").parse_args()
     t0 = float(os.environ.get("FLOWPATH_MAKE_T0") or time.time())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in ("unit.xml", "kernel.xml", "kernel.json", "summary.json"):
-        (RESULTS / name).unlink(missing_ok=True)
+    out = new_run_dir("make-test")
 
     banner("mypy")
     mypy_rc, mypy_s = run([str(REPO / ".venv" / "bin" / "mypy")])
@@ -52,13 +52,13 @@ def main() -> int:
     unit_env = dict(os.environ)
     unit_env.pop("FLOWPATH_KERNEL_TIER", None)
     unit_rc, unit_s = run([PY, "-m", "pytest", "-m", "not kernel",
-                           f"--junitxml={RESULTS / 'unit.xml'}"], env=unit_env)
-    unit = parse_junit(RESULTS / "unit.xml") if (RESULTS / "unit.xml").exists() else Counts()
+                           f"--junitxml={out / 'unit.xml'}"], env=unit_env)
+    unit = parse_junit(out / "unit.xml") if (out / "unit.xml").exists() else Counts()
     unit_ok = unit_rc in (0, 5) and unit.failed == 0 and unit.errors == 0  # 5: no unit tests
 
     banner("kernel tier: pytest -m kernel")
-    kernel_rc, kernel_s = run([PY, str(REPO / "tools" / "kernel_tier.py")])
-    kj = RESULTS / "kernel.json"
+    kernel_rc, kernel_s = run([PY, str(REPO / "tools" / "kernel_tier.py"), "--out-dir", str(out)])
+    kj = out / "kernel.json"
     kernel: dict[str, object] = json.loads(kj.read_text()) if kj.exists() else {}
     kc = kernel.get("counts") or {}
     assert isinstance(kc, dict)
@@ -91,11 +91,16 @@ def main() -> int:
         print("also counted as failed: " + ", ".join(extra))
     print(f"make test: {'PASSED' if ok else 'FAILED'}, total time {total_s:.1f} s "
           f"(mypy {mypy_s:.1f} s, unit {unit_s:.1f} s, kernel {kernel_s:.1f} s)")
-    (RESULTS / "summary.json").write_text(json.dumps({
+    print(f"results: {out.relative_to(REPO)}/ (latest copies in {RESULTS.relative_to(REPO)}/)")
+    summary = json.dumps({
         "ok": ok, "passed": passed, "failed": failed, "skipped": skipped,
         "mypy_ok": mypy_rc == 0, "unit_ok": unit_ok, "kernel_ok": kernel_ok,
-        "seconds": round(total_s, 1), "kernel": kernel,
-    }, indent=2) + "\n")
+        "seconds": round(total_s, 1), "kernel": kernel, "results": str(out),
+    }, indent=2) + "\n"
+    (out / "summary.json").write_text(summary)
+    tmp = RESULTS / f".summary.json.{os.getpid()}"
+    tmp.write_text(summary)
+    tmp.replace(RESULTS / "summary.json")
     parts = ([f"{failed} failed"] if failed else []) + [f"{passed} passed"] + (
         [f"{skipped} skipped"] if skipped else [])
     print(f"{'=' * 25} {', '.join(parts)} in {total_s:.2f}s {'=' * 25}")

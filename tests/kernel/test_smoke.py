@@ -3,9 +3,7 @@ the iproute2/devlink CLIs as an independent oracle, each in fresh namespaces."""
 
 from __future__ import annotations
 
-import shutil
-import sys
-import textwrap
+import socket
 
 import pytest
 
@@ -65,38 +63,22 @@ def _counter(ns: Netns, dev: str, pref: int) -> int:
     return int(flt["options"]["actions"][0]["stats"]["packets"])
 
 
-RECEIVER = textwrap.dedent(
-    """
-    import socket, sys
-    addr, port, want, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((addr, port))
-    s.settimeout(timeout)
-    print("READY", flush=True)
+def _receive(sock: socket.socket, want: int, timeout: float = 10.0) -> int:
+    """Receive up to ``want`` datagrams (bounded by ``timeout``), then linger briefly
+    so that a duplicate beyond ``want`` would be counted too."""
     got = 0
+    sock.settimeout(timeout)
     try:
         while got < want:
-            s.recv(2048)
+            sock.recv(2048)
             got += 1
-        s.settimeout(0.3)   # anything beyond `want` would be a duplicate
+        sock.settimeout(0.3)
         while True:
-            s.recv(2048)
+            sock.recv(2048)
             got += 1
     except socket.timeout:
         pass
-    print(got, flush=True)
-    """
-)
-
-SENDER = textwrap.dedent(
-    """
-    import socket, sys
-    addr, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for i in range(count):
-        s.sendto(b"flowpath-smoke-%d" % i, (addr, port))
-    """
-)
+    return got
 
 
 def test_skip_hw_flower_redirect_forwards_between_namespaces(
@@ -119,18 +101,11 @@ def test_skip_hw_flower_redirect_forwards_between_namespaces(
     assert flt["options"]["not_in_hw"] is True
     assert _counter(ns_m, "ma0", 10) == 0
 
-    receiver = ns_b.popen(sys.executable, "-c", RECEIVER, "10.77.0.2", str(port), str(count), "10")
-    try:
-        assert receiver.stdout is not None
-        assert receiver.stdout.readline().strip() == "READY"
-        ns_a.run(sys.executable, "-c", SENDER, "10.77.0.2", str(port), str(count))
-        out, err = receiver.communicate(timeout=30)
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
-    assert receiver.returncode == 0, err
-    assert int(out.strip()) == count
+    with ns_b.socket() as rx, ns_a.socket() as tx:
+        rx.bind(("10.77.0.2", port))
+        for i in range(count):
+            tx.sendto(b"flowpath-smoke-%d" % i, ("10.77.0.2", port))
+        assert _receive(rx, count) == count
     assert _counter(ns_m, "ma0", 10) == count
 
 
@@ -165,8 +140,17 @@ def test_netns_helpers_create_and_clean_up(veth_factory: VethFactory, netns_fact
     left, right = netns_factory("fpl"), netns_factory("fpr")
     pair = veth_factory(left, "vl0", right, "vr0", addr_a="10.78.0.1/24", addr_b="10.78.0.2/24")
     assert pair.mac_a != pair.mac_b
-    ping = ["ping"] if shutil.which("ping") else ["busybox", "ping"]
-    left.run(*ping, "-c", "2", "-W", "2", "10.78.0.2")
+    # A real round trip (ARP included) through the pair, sockets made in each netns.
+    with left.socket() as sl, right.socket() as sr:
+        sr.bind(("10.78.0.2", 7001))
+        sl.bind(("10.78.0.1", 7002))
+        sl.sendto(b"ping", ("10.78.0.2", 7001))
+        sr.settimeout(10)
+        data, peer = sr.recvfrom(64)
+        assert (data, peer) == (b"ping", ("10.78.0.1", 7002))
+        sr.sendto(b"pong", peer)
+        sl.settimeout(10)
+        assert sl.recv(64) == b"pong"
     names = run(["ip", "netns", "list"]).stdout
     assert left.name in names and right.name in names
     extra = create_netns("fptmp")
