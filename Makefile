@@ -3,7 +3,8 @@
 #   make test     mypy + unit tier + kernel tier (host kernel if capable, else a
 #                 virtme-ng VM of Debian's kernel under TCG); summary at the end
 #   make unit     unit tier only            make mypy    type check only
-#   make kernel   kernel tier only          make demo    kernel smoke scenario, narrated (VM)
+#   make kernel   kernel tier only          make demo    flowpath scenario, narrated (VM)
+#   make demo-smoke   the bare kernel smoke scenario (netdevsim, flower counters, refusal)
 #   make vm-tooling   install/build what the VM needs (apt, virtme-ng, netdevsim.ko)
 #   make hwtest   hwtests/ against a real NIC (FLOWPATH_HW_DEV=<netdev>)
 #   make clean    remove .venv and .cache
@@ -17,7 +18,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flowpath-installed
 export FLOWPATH_MAKE_T0 := $(shell date +%s.%N)
 
-.PHONY: test unit kernel mypy demo venv vm-tooling netdevsim hwtest clean
+.PHONY: test unit kernel mypy demo demo-smoke venv vm-tooling netdevsim hwtest clean
 
 venv: $(STAMP)
 
@@ -40,6 +41,9 @@ kernel: venv
 
 demo: venv
 	$(PY) tools/kernel_tier.py --mode demo
+
+demo-smoke: venv
+	$(PY) tools/kernel_tier.py --mode demo --demo-script tools/demo_smoke.py
 
 vm-tooling: venv
 	tools/ensure_vm_tooling.sh $(VENV)

@@ -176,7 +176,7 @@ def run_on_host(mode: str, pytest_args: list[str], out: Path) -> TierResult:
     env = dict(os.environ, FLOWPATH_KERNEL_TIER="required")
     start = time.monotonic()
     if mode == "demo":
-        argv = [_python(), str(REPO / "tools" / "demo.py"), *pytest_args]
+        argv = [_python(), *pytest_args]  # pytest_args[0] is the demo script
     else:
         argv = [_python(), "-m", "pytest", "-m", "kernel", f"--junitxml={xml}", *pytest_args]
     rc = subprocess.run(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL).returncode
@@ -224,7 +224,8 @@ def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus
     except RuntimeError as exc:
         return TierResult("kernel", "vm", "?", "TCG", problem=str(exc))
     ko = REPO / ".cache" / "netdevsim" / kver / "netdevsim.ko"
-    if mode == "test" and not any(not a.startswith("-") for a in pytest_args):
+    names_paths = any((REPO / a.split("::")[0]).exists() for a in pytest_args if not a.startswith("-"))
+    if mode == "test" and not names_paths:
         pytest_args = kernel_test_files() + pytest_args
     guest_cmd = " ".join([
         "tools/vm_guest.sh", str(out), str(ko), mode,
@@ -272,6 +273,8 @@ def run_in_vm(mode: str, pytest_args: list[str], timeout: int, memory: str, cpus
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("test", "demo"), default="test")
+    ap.add_argument("--demo-script", default="tools/demo.py",
+                    help="demo mode: script to run (tools/demo.py, tools/demo_smoke.py)")
     ap.add_argument("--where", choices=("auto", "host", "vm"),
                     default=os.environ.get("FLOWPATH_KERNEL_WHERE", "auto"))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("FLOWPATH_VM_TIMEOUT", "900")))
@@ -282,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args(argv)
     out: Path = args.out_dir or new_run_dir(f"kernel-{args.mode}")
+    if args.mode == "demo":
+        args.pytest_args = [args.demo_script, *args.pytest_args]
     out.mkdir(parents=True, exist_ok=True)
 
     where = args.where

@@ -6,7 +6,8 @@
 # MODE test: load the tc/flower modules and netdevsim.ko, then run every test
 #            marked `kernel` with FLOWPATH_KERNEL_TIER=required, junit xml into
 #            RESULTS_DIR/kernel.xml and the exit status into RESULTS_DIR/kernel.rc.
-# MODE demo: same modules, then tools/demo_smoke.py.
+# MODE demo: same modules, then `.venv/bin/python SCRIPT [args]` (first arg: the
+#            demo script, tools/demo.py or tools/demo_smoke.py).
 # RESULTS_DIR is inside the repo, which the guest mounts read-write.
 set -uo pipefail
 exec 2>&1
@@ -38,7 +39,7 @@ test)
     rc=$?
     ;;
 demo)
-    .venv/bin/python tools/demo.py "$@"
+    .venv/bin/python "$@"
     rc=$?
     ;;
 *)
