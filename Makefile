@@ -56,3 +56,8 @@ hwtest: venv
 
 clean:
 	rm -rf $(VENV) .cache
+
+# tc flower install/dump rates vs tc, in the kernel tier's VM (docs/performance.md)
+.PHONY: bench-offload
+bench-offload: venv
+	bench/run_in_vm.sh -- $(PY) bench/tc_install.py --sizes $${SIZES:-1000,10000}

@@ -14,14 +14,15 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-if [[ "${1:-}" == "--guest" ]]; then            # inside the VM
-    shift
+if [[ "${1:-}" == "--guest" ]]; then            # inside the VM: --guest RCFILE CMD...
+    rcfile=$2
+    shift 2
     modules="cls_flower act_gact act_mirred act_vlan act_pedit act_csum act_tunnel_key act_skbedit act_sample sch_ingress veth"
     for m in $modules; do modprobe "$m" || { echo "guest: modprobe $m failed"; exit 97; }; done
     echo "guest: Linux $(uname -r), $(nproc) CPUs, up $(cut -d' ' -f1 /proc/uptime) s; running: $*"
     "$@"
     rc=$?
-    echo "$rc" > .cache/run_in_vm.rc
+    echo "$rc" > "$rcfile"
     sync
     exit "$rc"
 fi
@@ -34,15 +35,16 @@ if [[ "${1:-}" == "--timeout" ]]; then timeout=$2; shift 2; fi
 venv=$here/.venv
 kver=$(tools/ensure_vm_tooling.sh "$venv" | tail -1) || { echo "ensure_vm_tooling failed" >&2; exit 1; }
 mkdir -p .cache
-rm -f .cache/run_in_vm.rc
+rcfile=.cache/run_in_vm.$$.rc
+rm -f "$rcfile"
 quoted=$(printf '%q ' "$@")
 echo "run_in_vm: booting Linux $kver under TCG (virtme-ng), timeout $timeout s"
 PATH=$venv/bin:$PATH timeout --kill-after=30 "$timeout" "$venv/bin/vng" \
     --run "/boot/vmlinuz-$kver" --disable-kvm \
     --memory "${FLOWPATH_VM_MEMORY:-2G}" --cpus "${FLOWPATH_VM_CPUS:-2}" --user root \
     --rwdir "$here" --cwd "$here" \
-    --exec "bench/run_in_vm.sh --guest $quoted" </dev/null
+    --exec "bench/run_in_vm.sh --guest $rcfile $quoted" </dev/null
 vm_rc=$?
-if [[ -f .cache/run_in_vm.rc ]]; then exit "$(cat .cache/run_in_vm.rc)"; fi
+if [[ -f "$rcfile" ]]; then rc=$(cat "$rcfile"); rm -f "$rcfile"; exit "$rc"; fi
 echo "run_in_vm: VM exited $vm_rc before the command finished" >&2
 exit $(( vm_rc ? vm_rc : 1 ))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import logging
 import ipaddress
 import os
 import platform
@@ -42,6 +43,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -96,7 +99,9 @@ def megaflows(n: int) -> list[FlowSpec]:
 
 _KEY_TEXT = {
     "TCA_FLOWER_KEY_ETH_TYPE": None,  # said by "protocol"
-    "TCA_FLOWER_KEY_IP_PROTO": lambda v: f"ip_proto {v}",
+    # tc reads a numeric ip_proto as hex: use the names
+    "TCA_FLOWER_KEY_IP_PROTO": lambda v: "ip_proto " + {1: "icmp", 6: "tcp", 17: "udp",
+                                                        132: "sctp", 58: "icmpv6"}[v],
     "TCA_FLOWER_KEY_IPV4_DST": lambda v: f"dst_ip {v}",
     "TCA_FLOWER_KEY_UDP_DST": lambda v: f"dst_port {v}",
     "TCA_FLOWER_KEY_TCP_DST": lambda v: f"dst_port {v}",
@@ -223,7 +228,10 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-put-above", type=int, default=10**9,
                     help="skip the one-by-one put path above this N (it is the slow one)")
+    ap.add_argument("--log", action="store_true", help="keep flowpath's per-flow info logs")
     args = ap.parse_args()
+    if not args.log:  # a line per flow on a (virtual) console is a benchmark of the console
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"# tc_install: Linux {platform.release()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}", flush=True)
