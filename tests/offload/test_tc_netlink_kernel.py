@@ -266,7 +266,7 @@ def test_redirect_counts_exactly_n_packets(netns_factory: Any, veth_factory: Any
 def test_batched_install_is_faster(dev: Any, capsys: Any) -> None:
     """Figures, not a timed assertion: batched vs one-at-a-time install."""
     ns, tc, ifindex, peer = dev
-    count = 1000
+    count = 300
 
     def filters(prio: int) -> list[FlowerFilter]:
         return [FlowerFilter(ifindex, prio=prio, handle=h, protocol=0x0800, flags=SKIP_HW,
