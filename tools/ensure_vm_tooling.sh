@@ -4,7 +4,7 @@
 #
 #   tools/ensure_vm_tooling.sh [VENV]        (default VENV: .venv)
 #
-# * Debian packages: qemu-system-x86, busybox-static, linux-image-amd64,
+# * Debian packages: qemu-system-x86, busybox-static, iputils-ping, linux-image-amd64,
 #   linux-source-6.1, linux-headers-amd64, iproute2, ethtool, kmod, gcc, make, xz
 #   (apt-get update + install, only when something is missing).
 # * virtme-ng (PyPI, pinned) in the venv.
@@ -41,6 +41,7 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok in
 need_cmd tc iproute2
 need_cmd devlink iproute2
 need_cmd ethtool ethtool
+need_cmd ping iputils-ping
 need_cmd modprobe kmod
 need_cmd gcc gcc
 need_cmd make make
