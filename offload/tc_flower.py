@@ -219,6 +219,13 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
                 k.refuse("icmp fields need eth_type and ip_proto of ICMP/ICMPv6", fname)
             else:
                 k.put(fname, f"{_K}{fam}_{suffix}", f"{_K}{fam}_{suffix}_MASK", value, mask)
+    # The kernel's flow dissector reads the ARP fields only of a request or a
+    # reply (any other op: every arp key reads 0), our parser of any op.
+    arp_matched = [n for n in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
+                   if m.has(n)]
+    if arp_matched and not (m.is_exact("arp_op") and m.value("arp_op") in (1, 2)):
+        k.refuse("the kernel reads ARP fields only of a request or reply: an ARP match "
+                 "needs arp_op=1 or 2 exactly", arp_matched[0])
     value, mask = m.get("ip_frag")
     # The kernel's flow dissector (cls_flower passes no PARSE_1ST_FRAG) reads
     # no L4 header of any IP fragment: flower sees ports/icmp/tcp_flags 0 on a
