@@ -77,30 +77,39 @@ class ValueError_(Exception):
     """Raised by parse_value with a message; the caller adds the position."""
 
 
-def _int(s: str) -> int:
+def parse_int(s: str) -> int:
+    """A number in Python/C syntax (``80``, ``0x50``); ValueError_ otherwise."""
     try:
         return int(s, 0)
     except ValueError:
         raise ValueError_(f"{s!r} is not a number") from None
 
 
-def _parse_mac(s: str) -> int:
+def parse_mac(s: str) -> int:
     parts = s.split(":")
     if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
-        raise ValueError_(f"{s!r} is not a MAC address")
+        raise ValueError_(f"{s!r} is not an Ethernet address")
     try:
         return int.from_bytes(bytes(int(p, 16) for p in parts), "big")
     except ValueError:
-        raise ValueError_(f"{s!r} is not a MAC address") from None
+        raise ValueError_(f"{s!r} is not an Ethernet address") from None
 
 
-def _parse_ip(s: str, fmt: Fmt) -> int:
+def parse_ip(s: str, bits: int) -> int:
+    """An IPv4 (``bits`` 32) or IPv6 (128) address as an int."""
     try:
-        if fmt is Fmt.IPV4:
+        if bits == 32:
             return int(ipaddress.IPv4Address(s))
         return int(ipaddress.IPv6Address(s))
     except ValueError:
-        raise ValueError_(f"{s!r} is not an {fmt.value} address") from None
+        raise ValueError_(f"{s!r} is not an IPv{4 if bits == 32 else 6} address") from None
+
+
+_int, _parse_mac = parse_int, parse_mac
+
+
+def _parse_ip(s: str, fmt: Fmt) -> int:
+    return parse_ip(s, 32 if fmt is Fmt.IPV4 else 128)
 
 
 def _parse_flags(f: Field, s: str) -> tuple[int, int]:

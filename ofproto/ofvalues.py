@@ -17,12 +17,13 @@ from __future__ import annotations
 import ipaddress
 
 from dpif.fields import FLAG_NAMES
+from dpif.valuetext import ValueError_
+from dpif.valuetext import parse_int as _int
+from dpif.valuetext import parse_ip as _parse_ip
+from dpif.valuetext import parse_mac as _parse_mac
 from ofproto.offields import PORT_BY_NAME, PORT_NAME_BY_NUM, OfField, OfFmt
 
-
-class BadValue(Exception):
-    """A value that does not parse; the caller adds field and position."""
-
+BadValue = ValueError_  # the value error of rule text (shared with dpctl text)
 
 # ovs-ofctl nw_frag spellings: (name, value, mask); parsing takes the first
 # entry of a name, printing looks up (value, mask).
@@ -122,32 +123,6 @@ def format_value(f: OfField, value: int, mask: int) -> str:
     if flags is not None:
         return flags
     return f"{v:#x}/{m:#x}" if not exact else f"{v:#x}"
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s, 0)
-    except ValueError:
-        raise BadValue(f"{s!r} is not a number") from None
-
-
-def _parse_mac(s: str) -> int:
-    parts = s.split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
-        raise BadValue(f"{s!r} is not an Ethernet address")
-    try:
-        return int.from_bytes(bytes(int(p, 16) for p in parts), "big")
-    except ValueError:
-        raise BadValue(f"{s!r} is not an Ethernet address") from None
-
-
-def _parse_ip(s: str, bits: int) -> int:
-    try:
-        if bits == 32:
-            return int(ipaddress.IPv4Address(s))
-        return int(ipaddress.IPv6Address(s))
-    except ValueError:
-        raise BadValue(f"{s!r} is not an IPv{4 if bits == 32 else 6} address") from None
 
 
 def _parse_flags(f: OfField, s: str) -> tuple[int, int]:
