@@ -8,6 +8,7 @@ from dpif.actions import Ct, DecTtl, Output, Recirc, Userspace
 from dpif.errors import DatapathError, FlowExists
 from dpif.flow import FlowSpec, Ufid
 from dpif.match import Match
+from swpath.ports import MemPort
 from swpath.datapath import ActionUpcall, SwDatapath, UpcallResult
 from swpath.parse import parse_key
 from tests.dpif.datapath_contract import DatapathContract, DatapathFactory
@@ -20,15 +21,6 @@ class TestSwDatapathContract(DatapathContract):
         return lambda flow_limit: SwDatapath(flow_limit=flow_limit)
 
 
-class FakePort:
-    def __init__(self, port_no: int) -> None:
-        self.port_no = port_no
-        self.sent: list[bytes] = []
-
-    def send(self, packet: bytes) -> None:
-        self.sent.append(packet)
-
-
 def frame(dport: int = 80, flags: int = 0x02, ttl: int = 64) -> bytes:
     h, _ = eth(2, 1, 0x0800)
     return h + ipv4(0x0A000001, 0x0A000002, 6, tcp(1000, dport, flags), ttl=ttl) + bytes(6)
@@ -37,10 +29,10 @@ def frame(dport: int = 80, flags: int = 0x02, ttl: int = 64) -> bytes:
 WEB = Match.build(recirc_id=0, in_port=1, eth_type=0x0800, ip_proto=6, tp_dst=80)
 
 
-def make(**kw: object) -> tuple[SwDatapath, FakePort, FakePort]:
+def make(**kw: object) -> tuple[SwDatapath, MemPort, MemPort]:
     now = [100.0]
     dp = SwDatapath(clock=lambda: now[0], **kw)  # type: ignore[arg-type]
-    p1, p2 = FakePort(1), FakePort(2)
+    p1, p2 = MemPort(1), MemPort(2)
     dp.add_port(p1)
     dp.add_port(p2)
     return dp, p1, p2
