@@ -20,6 +20,13 @@ eth_type ip/ipv6/arp (untagged) or 802.1Q-tagged IPv4, ip_proto tcp/udp/icmp
 (or wildcarded), masked IPv4/IPv6/ARP address prefixes, L4 ports with masks,
 ICMP type/code, ip_frag (no/first/later/any/wildcard), ip_tos, eth_dst.  Only
 those ``to_flower`` accepts take part; the refusals are printed with reasons.
+
+What it found (Linux 6.1), now refused by ``to_flower``: flower dissects no
+L4 header of a *first* IP fragment (ports/icmp read 0 there, while OVS's and
+our parser read them), and the kernel reads ARP fields only of a request or
+reply.  Counters: tc credits ``skb->len`` at ingress, i.e. the frame without
+its Ethernet header (and without a VLAN tag already moved to the skb), where
+OVS and our software datapath count the whole frame (see ``tc_len``).
 """
 
 from __future__ import annotations
