@@ -136,7 +136,9 @@ def fwd(args: argparse.Namespace) -> None:
     st = runner.run(timeout=args.seconds)
     print(f"forwarded={p2.stats().tx_packets + p1.stats().tx_packets} "
           f"seconds={st.seconds:.3f} upcalls={upcalls[0]} rx_dropped="
-          f"{p1.stats().rx_dropped} polls={st.polls} batches={st.batches}")
+          f"{p1.stats().rx_dropped} polls={st.polls} empty_wakeups={st.empty_wakeups} "
+          f"resyncs={getattr(p1._receiver, 'resyncs', 0)} "
+          f"batches={st.batches}")
     p1.close()
     p2.close()
 

@@ -314,6 +314,10 @@ class NetdevPort:
         except OSError as exc:
             raise self._vanished(exc) from exc
 
+    def resync(self) -> bool:
+        """The runner's hint that poll woke us for nothing (see ``RxRing.resync``)."""
+        return isinstance(self._receiver, RxRing) and self._receiver.resync()
+
     def check(self) -> None:
         """Raise PortError if the socket reports an error (the device vanished or
         went down).  The runner calls this when poll says POLLERR."""

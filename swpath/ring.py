@@ -189,6 +189,32 @@ class RxRing:
         self._mm: mmap.mmap | None = mmap.mmap(sock.fileno(), geometry.size, mmap.MAP_SHARED,
                                                mmap.PROT_READ | mmap.PROT_WRITE)
         self._idx = 0
+        self._gap: tuple[int, int] | None = None
+        self.resyncs = 0
+
+    def resync(self) -> bool:
+        """Called when poll said "ready" but the frame at our index is not: if a
+        ready frame lies further on and the *same* gap was seen on the previous
+        call too (so it is no frame still being copied), skip to it.  The skipped
+        frames are lost to the kernel's accounting; ``resyncs`` counts the jumps."""
+        mm = self._mm
+        if mm is None:
+            return False
+        fs, nframes, idx = self.geometry.frame_size, self.geometry.frame_nr, self._idx
+        if _STATUS.unpack_from(mm, idx * fs)[0] & TP_STATUS_USER:
+            self._gap = None
+            return False
+        for step in range(1, nframes):
+            j = (idx + step) % nframes
+            if _STATUS.unpack_from(mm, j * fs)[0] & TP_STATUS_USER:
+                if self._gap == (idx, j):
+                    self._idx, self._gap = j, None
+                    self.resyncs += 1
+                    return True
+                self._gap = (idx, j)
+                return False
+        self._gap = None
+        return False
 
     def recv_batch(self, max_packets: int) -> list[bytes]:
         """Every ready frame, up to ``max_packets``; never blocks, no syscall."""
@@ -210,6 +236,7 @@ class RxRing:
             status, length, snaplen, mac = head(mm, off)
             if not status & TP_STATUS_USER:
                 break
+            self._gap = None
             start = off + mac
             if snaplen != length:
                 self.counters.oversize += 1

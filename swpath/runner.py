@@ -80,6 +80,9 @@ class RunStats:
     rounds: int
     polls: int
     seconds: float
+    #: polls that returned an event yet the next round found no packet (a
+    #: persistently high count means the loop spins; see docs/performance.md)
+    empty_wakeups: int = 0
 
 
 class Runner:
@@ -199,7 +202,9 @@ class Runner:
         """Forward until a bound is hit (see the module docstring)."""
         t0 = time.monotonic()
         deadline = None if timeout is None else t0 + timeout
-        packets = batches = rounds = polls = 0
+        packets = batches = rounds = polls = empty = 0
+        woke = False
+        woke_fds: set[int] = set()
         while True:
             if stop is not None and stop():
                 break
@@ -221,9 +226,18 @@ class Runner:
             batches += b
             if n:
                 continue
+            if woke:
+                empty += 1
+                for rxp in ports:  # ready per poll, empty per ring: a ring gap?
+                    if rxp.fileno() in woke_fds:
+                        resync = getattr(rxp, "resync", None)
+                        if resync is not None:
+                            resync()
             wait = poll_interval if deadline is None else min(poll_interval, deadline - now)
             polls += 1
             events = self._poll.poll(max(0, math.ceil(wait * 1000)))  # ceil: no spin
+            woke = bool(events)
+            woke_fds = {fd for fd, ev in events if ev & select.POLLIN}
             for fd, ev in events:
                 if fd == self._wake:
                     self._run_calls()
@@ -231,7 +245,7 @@ class Runner:
                 port = self._by_fd.get(fd)
                 if port is not None and (ev & _ERRMASK or fd != port.fileno()):
                     self._check(port, ev)
-        self.last = RunStats(packets, batches, rounds, polls, time.monotonic() - t0)
+        self.last = RunStats(packets, batches, rounds, polls, time.monotonic() - t0, empty)
         return self.last
 
     def _check(self, port: RxPort, ev: int) -> None:
