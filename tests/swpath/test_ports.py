@@ -121,10 +121,9 @@ def test_runner_batches_and_bounds() -> None:
     assert stats.packets == 41
     assert len(b.sent) == 40 and a.sent == [b"back"]
     assert max(n for _, n in sink.batches) == 16  # batches, not single packets
-    # Idle: returns at the timeout, having polled instead of spinning.
-    t0 = time.monotonic()
+    # Idle: returns at its bound, having polled (slept in poll) instead of spinning.
     idle = r.run(timeout=0.2)
-    assert 0.15 < time.monotonic() - t0 < 2 and idle.packets == 0 and idle.polls <= 10
+    assert idle.packets == 0 and 1 <= idle.polls <= 10
 
 
 def test_runner_background_thread_wakes_on_inject() -> None:
@@ -186,12 +185,10 @@ def test_memport_is_threadsafe_under_concurrent_inject() -> None:
 def test_call_soon_runs_on_the_loop_thread_and_wakes_it() -> None:
     a = MemPort(1)
     r = Runner(CrossConnect({1: a, 2: MemPort(2)}), [a])
-    r.start(poll_interval=5.0)
+    r.start(poll_interval=600.0)  # only a wake-up can run the call before the bound
     try:
-        t0 = time.monotonic()
         fut = r.call_soon(threading.get_ident)
-        loop_thread = fut.result(timeout=2)
-        assert time.monotonic() - t0 < 1.0  # woken, not waiting out the 5 s poll
+        loop_thread = fut.result(timeout=60)
         assert loop_thread != threading.get_ident()
         bad = r.call_soon(lambda: 1 / 0)
         with pytest.raises(ZeroDivisionError):
