@@ -192,9 +192,8 @@ def test_call_soon_runs_on_the_loop_thread_and_wakes_it() -> None:
         assert loop_thread != threading.get_ident()
         bad = r.call_soon(lambda: 1 / 0)
         with pytest.raises(ZeroDivisionError):
-            bad.result(timeout=2)
-        t0 = time.monotonic()
-        assert r.call_soon(lambda: 42).result(timeout=2) == 42
+            bad.result(timeout=60)
+        assert r.call_soon(lambda: 42).result(timeout=60) == 42
     finally:
         r.stop_and_join(timeout=7)
         r.close()
