@@ -110,7 +110,11 @@ class Switch:
 
     def close(self, *, cleanup: bool = False) -> None:
         """Stop, close ports and their miss channels; with ``cleanup`` also
-        delete our tc filters (else they keep forwarding for the next start)."""
+        delete our tc filters (else they keep forwarding for the next start).
+        A second call does nothing."""
+        if getattr(self, "closed", False):
+            return
+        self.closed = True
         runner = getattr(self, "runner", None)
         if runner is not None:
             runner.stop_and_join()
