@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="demo mode: script to run (tools/demo.py, tools/demo_smoke.py)")
     ap.add_argument("--where", choices=("auto", "host", "vm"),
                     default=os.environ.get("FLOWPATH_KERNEL_WHERE", "auto"))
-    ap.add_argument("--timeout", type=int, default=int(os.environ.get("FLOWPATH_VM_TIMEOUT", "1200")))
+    ap.add_argument("--timeout", type=int, default=int(os.environ.get("FLOWPATH_VM_TIMEOUT", "2700")))
     ap.add_argument("--memory", default=os.environ.get("FLOWPATH_VM_MEMORY", "2G"))
     ap.add_argument("--cpus", type=int, default=int(os.environ.get("FLOWPATH_VM_CPUS", "2")))
     ap.add_argument("--out-dir", type=Path, default=None,
