@@ -112,8 +112,10 @@ def _parse_ip(s: str, fmt: Fmt) -> int:
     return parse_ip(s, 32 if fmt is Fmt.IPV4 else 128)
 
 
-def _parse_flags(f: Field, s: str) -> tuple[int, int]:
-    names = dict(FLAG_NAMES.get(f.name, ()))
+def parse_flags(s: str, names: dict[str, int], all_ones: int,
+                numbers: bool = True) -> tuple[int, int]:
+    """Flags text -> (value, mask): ``+syn-ack`` (masked) or ``syn|ack``
+    (exact; numbers allowed between the bars when ``numbers``)."""
     if s[:1] in "+-":
         v = m = 0
         i = 0
@@ -127,6 +129,8 @@ def _parse_flags(f: Field, s: str) -> tuple[int, int]:
             n = s[i + 1:j]
             if n not in names:
                 raise ValueError_(f"unknown flag {n!r} (known: {', '.join(names)})")
+            if m & names[n]:
+                raise ValueError_(f"flag {n!r} given twice")
             m |= names[n]
             if sign == "+":
                 v |= names[n]
@@ -136,9 +140,15 @@ def _parse_flags(f: Field, s: str) -> tuple[int, int]:
     for n in s.split("|"):
         if n in names:
             v |= names[n]
-        else:
+        elif numbers:
             v |= _int(n)
-    return v, f.all_ones
+        else:
+            raise ValueError_(f"unknown flag {n!r} (known: {', '.join(names)})")
+    return v, all_ones
+
+
+def _parse_flags(f: Field, s: str) -> tuple[int, int]:
+    return parse_flags(s, dict(FLAG_NAMES.get(f.name, ())), f.all_ones)
 
 
 def parse_value(f: Field, s: str) -> tuple[int, int]:

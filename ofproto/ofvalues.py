@@ -20,6 +20,7 @@ from dpif.fields import FLAG_NAMES
 from dpif.valuetext import ValueError_
 from dpif.valuetext import parse_int as _int
 from dpif.valuetext import parse_ip as _parse_ip
+from dpif.valuetext import parse_flags
 from dpif.valuetext import parse_mac as _parse_mac
 from ofproto.offields import PORT_BY_NAME, PORT_NAME_BY_NUM, OfField, OfFmt
 
@@ -126,33 +127,7 @@ def format_value(f: OfField, value: int, mask: int) -> str:
 
 
 def _parse_flags(f: OfField, s: str) -> tuple[int, int]:
-    names = dict(_FLAGS[f.name])
-    if s[0] in "+-":
-        v = m = 0
-        i = 0
-        while i < len(s):
-            sign = s[i]
-            if sign not in "+-":
-                raise BadValue(f"expected '+' or '-' in {s!r}")
-            j = i + 1
-            while j < len(s) and s[j] not in "+-":
-                j += 1
-            n = s[i + 1:j]
-            if n not in names:
-                raise BadValue(f"unknown flag {n!r} (known: {', '.join(names)})")
-            if m & names[n]:
-                raise BadValue(f"flag {n!r} given twice")
-            m |= names[n]
-            if sign == "+":
-                v |= names[n]
-            i = j
-        return v, m
-    v = 0
-    for n in s.split("|"):
-        if n not in names:
-            raise BadValue(f"unknown flag {n!r} (known: {', '.join(names)})")
-        v |= names[n]
-    return v, f.all_ones
+    return parse_flags(s, dict(_FLAGS[f.name]), f.all_ones, numbers=False)
 
 
 def parse_value(f: OfField, s: str) -> tuple[int, int]:
