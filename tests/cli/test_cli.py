@@ -95,7 +95,7 @@ def test_normalize_json_masked_field() -> None:
 
 
 @pytest.mark.parametrize("bad,needle", [
-    ("in_port(2),eth(src=zz:00:00:00:00:01), actions:1", "MAC"),
+    ("in_port(2),eth(src=zz:00:00:00:00:01), actions:1", "Ethernet address"),
     ("in_port(2),nosuchfield(1), actions:1", "nosuchfield"),
     ("in_port(2)", "actions"),
 ])
