@@ -22,6 +22,12 @@ classes: the socket's marshal is told that RTM_{NEW,DEL,GET}TFILTER are
   the rest; every request gets its own outcome (None or OffloadError).  The
   chunk bound keeps one datagram under SO_SNDBUF and the burst of acks
   (errors echo the request) under SO_RCVBUF.
+* Encoding: filter add/replace/delete bytes come from ``tc_wire`` (the same
+  bytes as pyroute2's generic encoder, ~40x faster); whatever it does not
+  cover (``FastEncodeUnsupported``, e.g. an ``UnknownAction``) goes through
+  pyroute2's encoder as before.  Either way the request is a pyroute2
+  ``NetlinkRequest`` (sequence number, pid, reply queue, cleanup); the raw
+  one only skips ``msg.encode()``.
 * Errors: pyroute2's NetlinkError is mapped once, here, to OffloadError with
   the kernel's extack text and errno, naming device, chain, prio, handle and
   the operation.
@@ -54,6 +60,7 @@ from pyroute2.netlink.rtnl import RTM_DELTFILTER, RTM_GETTFILTER, RTM_NEWTFILTER
 from dpif.errors import DeviceError, OffloadError
 from offload import tc_nla as N
 from offload.tc_values import FilterDump, FlowerFilter, decode_filter, delete_msg, encode_filter
+from offload.tc_wire import FastEncodeUnsupported, encode_delete_bytes, encode_filter_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +83,49 @@ class TcOp:
                     RTM_DELTFILTER, F_DELETE)
         flags = {"add": F_CREATE, "replace": F_REPLACE}[self.op]
         return encode_filter(f), RTM_NEWTFILTER, flags
+
+    def header(self) -> tuple[int, int]:
+        """(netlink message type, flags) of this operation."""
+        if self.op == "delete":
+            return RTM_DELTFILTER, F_DELETE
+        return RTM_NEWTFILTER, {"add": F_CREATE, "replace": F_REPLACE}[self.op]
+
+    def wire(self, seq: int, pid: int) -> bytes:
+        """The bytes of ``message()`` with this sequence number and pid, built
+        by ``tc_wire``; FastEncodeUnsupported when it does not cover them."""
+        f = self.filter
+        msg_type, flags = self.header()
+        if self.op == "delete":
+            if not (f.prio and f.handle):  # delete_msg's refusal, via the fallback
+                raise FastEncodeUnsupported("flushing delete")
+            return encode_delete_bytes(f.ifindex, f.chain, f.prio, f.handle, f.protocol,
+                                       f.parent, msg_type, flags, seq, pid)
+        return encode_filter_bytes(f, msg_type, flags, seq, pid)
+
+
+class _RawHeader(dict[str, Any]):
+    """Stands in for the message object of a ``_RawRequest``: NetlinkRequest
+    only writes header fields into it (and calls reset)."""
+
+    def __init__(self) -> None:
+        super().__init__(header={})
+
+    def reset(self) -> None:
+        pass
+
+
+class _RawRequest(NetlinkRequest):
+    """A NetlinkRequest whose bytes were built elsewhere (tc_wire): the same
+    sequence number allocation, reply queue tag, response() and cleanup, but
+    prepare() does not encode a message object."""
+
+    def __init__(self, sock: Any, msg_type: int, flags: int) -> None:
+        super().__init__(sock, _RawHeader(), msg_type=msg_type, msg_flags=flags)
+        self.pid: int = self.msg["header"]["pid"]
+
+    async def prepare(self) -> None:
+        await self.sock.setup_endpoint()
+        self.sock.msg_queue.ensure_tag(self.msg_seq)
 
 
 class TcNetlink:
@@ -184,7 +234,7 @@ class TcNetlink:
         out: list[OffloadError | None] = []
         for start in range(0, len(ops), self.batch_size):
             chunk = ops[start:start + self.batch_size]
-            for op, exc in zip(chunk, self._batch([op.message() for op in chunk])):
+            for op, exc in zip(chunk, self._batch(chunk)):
                 out.append(None if exc is None else
                            self._error(exc, op.op, op.filter.ifindex, op.filter))
         return out
@@ -234,16 +284,27 @@ class TcNetlink:
         self._log.debug("tc filter", op=op.op, device=self.ifname(op.filter.ifindex),
                         chain=op.filter.chain, prio=op.filter.prio, handle=op.filter.handle)
 
-    def _batch(self, items: Sequence[tuple[Any, int, int]]) -> list[NetlinkError | None]:
+    def _batch(self, ops: Sequence[TcOp]) -> list[NetlinkError | None]:
         core = self._ipr.asyncore
 
         async def run() -> list[NetlinkError | None]:
             requests = []
             data = bytearray()
-            for msg, msg_type, flags in items:
-                request = NetlinkRequest(core, msg, msg_type=msg_type, msg_flags=flags)
-                await request.prepare()
-                data += request.msg.data
+            for op in ops:
+                request = _RawRequest(core, *op.header())
+                try:
+                    data += op.wire(request.msg_seq, request.pid)
+                    await request.prepare()
+                except FastEncodeUnsupported:  # pyroute2 encodes it, same sequence number
+                    try:
+                        msg, msg_type, flags = op.message()
+                    except Exception:
+                        request.addr_pool.free(request.msg_seq, ban=0xFF)
+                        raise
+                    request = NetlinkRequest(core, msg, msg_type=msg_type, msg_flags=flags,
+                                             msg_seq=request.msg_seq)
+                    await request.prepare()
+                    data += request.msg.data
                 requests.append(request)
             core.send(bytes(data))
             results: list[NetlinkError | None] = []
