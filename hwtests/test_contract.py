@@ -52,3 +52,40 @@ def test_skip_sw_flower_offloaded_or_refused_as_expected(hw_target: HwTarget) ->
                             "prio", PRIO, "handle", "1", "flower"))
         if not had_ingress:
             _run(hw_target.argv("tc", "qdisc", "del", "dev", dev, "ingress"))
+
+
+def test_flowpath_places_a_megaflow_on_the_eswitch_or_says_why(hw_target: HwTarget) -> None:
+    """OffloadDatapath with policy skip_sw: on a NIC the flow is on tc and in
+    hardware; on netdevsim it lands in software carrying the driver's words."""
+    import os
+
+    from dpif.actions import Output
+    from dpif.flow import FlowSpec, Ufid
+    from dpif.match import Match
+    from offload.datapath import OffloadDatapath, Policy, eswitch_check
+    from offload.switchdev import discover
+    from offload.tc_netlink import TcNetlink
+    from swpath.datapath import SwDatapath
+
+    out_dev = os.environ.get("FLOWPATH_HW_OUT", hw_target.dev)
+    topo = discover(netns=hw_target.netns)
+    dp = OffloadDatapath(TcNetlink(netns=hw_target.netns), SwDatapath(), policy=Policy.SKIP_SW,
+                         check=eswitch_check(topo))
+    dp.add_port(1, hw_target.dev)
+    if out_dev != hw_target.dev:
+        dp.add_port(2, out_dev)
+    out = 2 if out_dev != hw_target.dev else 1
+    m = Match.build(in_port=1, recirc_id=0, vlan_tpid=0, eth_type=0x0800,
+                    ipv4_dst=0xC0000201, ip_proto=17, ip_frag=(0, 3), tp_dst=9)
+    try:
+        flow = dp.put(FlowSpec(m, (Output(out),), Ufid.random()))
+        if hw_target.expect == "refused":
+            assert flow.placement.dp == "sw", flow.placement
+            assert flow.placement.reason and "tc refused" in flow.placement.reason
+        else:
+            assert flow.placement.dp == "tc" and flow.placement.offloaded, flow.placement
+            dumped = dp.get(flow.ufid)
+            assert dumped.placement.offloaded
+    finally:
+        dp.cleanup()
+        dp.tc.close()
