@@ -70,7 +70,9 @@ def _format_tail(m: Match) -> list[str]:
 
 def _vlan(m: Match, which: str) -> tuple[str, str] | None:
     tpid_f, vid_f, pcp_f = _VLAN_ATTRS[which]
-    if not m.has(tpid_f):
+    if not m.has(tpid_f) or m.value(tpid_f) == 0:
+        # "no tag" (tpid matched as 0) prints as no vlan(), which is what an
+        # absent vlan() means to OVS's datapath; a wildcarded tag prints the same.
         return None
     tpid = format_value(BY_NAME[tpid_f], m.value(tpid_f), BY_NAME[tpid_f].all_ones)
     g = Group("vlan", (("vid", vid_f), ("pcp", pcp_f)))
@@ -105,6 +107,8 @@ def format_key(m: Match) -> str:
 
 
 def _check_all_printed(m: Match, text: str) -> None:
+    if m.has("vlan_tpid") and m.value("vlan_tpid") == 0:
+        m = m.without("vlan_tpid", "vlan_vid", "vlan_pcp")
     # Every field the match looks at must be shown; a field whose group was
     # not selected (tcp ports without ip_proto=6, ...) cannot be written.
     visible: set[str] = set()

@@ -139,3 +139,11 @@ def test_garbage_raises_only_parse_error(text: str) -> None:
         parse_flow(text)
     except ParseError:
         pass
+
+
+def test_untagged_prints_as_no_vlan_like_ovs() -> None:
+    m = parse_flow("in_port(1),eth_type(0x0800),ipv4(frag=no), actions:2").match
+    assert not m.has("vlan_tpid")
+    assert format_key(m.with_field("vlan_tpid", 0)) == format_key(m)  # absent vlan() = untagged
+    tagged = m.with_field("vlan_tpid", 0x8100).with_field("vlan_vid", 5)
+    assert format_key(tagged).startswith("in_port(1),eth_type(0x8100),vlan(vid=5),encap(")
