@@ -36,6 +36,22 @@ def unpack(packed: int) -> dict[str, int]:
     return out
 
 
+_UNMASKABLE_BITS = tuple(f.field_mask for f in FIELDS if not f.maskable)
+
+
+def exact_unmaskable(mask: int) -> int:
+    """``mask`` with every non-maskable field that it touches made exact.
+
+    A rule layer may look at part of such a field (ofproto reads "a VLAN tag
+    is present" as the top bit of ``vlan_tpid``); the megaflow then matches
+    the whole field, which is narrower and therefore still sound.
+    """
+    for fm in _UNMASKABLE_BITS:
+        if mask & fm:
+            mask |= fm
+    return mask
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     """A megaflow match: packed key and mask, wildcarded key bits zero."""

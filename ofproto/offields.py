@@ -35,14 +35,22 @@ OpenFlow's ``vlan_tci`` is PCP(3) | CFI(1) | VID(12); the datapath has
 (``offset == -1``), mapped by ``tci_to_dp``/``tci_from_dp``:
 
 * VID bits -> ``vlan_vid``, PCP bits -> ``vlan_pcp`` (masks likewise);
-* the CFI bit (0x1000) is "a tag is present": CFI=1 exact -> ``vlan_tpid =
-  0x8100`` exact, CFI=0 exact -> ``vlan_tpid = 0`` exact; CFI wildcarded ->
-  ``vlan_tpid`` wildcarded.  ``vlan_tci=0`` (exact) thus means "no VLAN";
-  ``dl_vlan=0xffff`` is the same.  ``dl_vlan=N`` is ``vlan_tci=N|0x1000/0x1fff``,
-  ``dl_vlan_pcp=P`` is ``vlan_tci=(P<<13)|0x1000/0xf000``.
-* Limitation: the datapath's ``vlan_tpid`` cannot be partially masked, so
-  "present" is spelled as 802.1Q (0x8100); an outer 802.1ad (0x88a8) tag is
-  not matched by ``dl_vlan``.  Reading back, any non-zero tpid reads CFI=1.
+* the CFI bit (0x1000) is "a tag is present", which is the *top bit* of
+  ``vlan_tpid`` (``TPID_PRESENT`` = 0x8000): both TPIDs the parser reads as a
+  tag, 802.1Q 0x8100 and 802.1ad 0x88a8, have it, and "no tag" is tpid 0.
+  CFI=1 exact -> ``vlan_tpid = 0x8000/0x8000``, CFI=0 exact -> ``vlan_tpid =
+  0/0x8000``, CFI wildcarded -> ``vlan_tpid`` wildcarded.  So ``dl_vlan=10``
+  matches an outer 802.1Q *or* 802.1ad tag with VID 10, as in OVS (whose
+  ``vlans[0]`` is the outermost tag of either kind).  ``vlan_tci=0`` (exact)
+  means "no VLAN"; ``dl_vlan=0xffff`` is the same.  ``dl_vlan=N`` is
+  ``vlan_tci=N|0x1000/0x1fff``, ``dl_vlan_pcp=P`` is
+  ``vlan_tci=(P<<13)|0x1000/0xf000``.
+* That one partial mask lives only in OF matches (rules, the classifier,
+  the consulted-bits mask of xlate).  The datapath's ``vlan_tpid`` is not
+  maskable (it becomes flower's protocol), so a megaflow is exact on the
+  TPID whenever xlate looked at tag presence (``exact_unmaskable``), just as
+  OVS's datapath key spells the outer TPID as an exact ``eth_type``: one
+  ``dl_vlan=10`` rule gives one megaflow per TPID that occurs.
 
 Ports
 -----
@@ -67,7 +75,6 @@ from enum import Enum
 
 from dpif import fields as dpf
 from dpif.errors import ValidationError
-from dpif.match import Match
 
 KEY_BITS = dpf.KEY_BITS
 DP_MASK = dpf.ALL_ONES
@@ -292,6 +299,8 @@ VLAN_VID_MASK = 0x0FFF
 VLAN_PCP_MASK = 0xE000
 _VID, _PCP, _TPID = dpf.BY_NAME["vlan_vid"], dpf.BY_NAME["vlan_pcp"], dpf.BY_NAME["vlan_tpid"]
 _VLAN_BITS = _VID.field_mask | _PCP.field_mask | _TPID.field_mask
+TPID_PRESENT = 0x8000  # the bit every tag TPID has (0x8100, 0x88a8) and "no tag" (0) lacks
+assert all(t & TPID_PRESENT for t in (dpf.ETH_TYPE_VLAN, dpf.ETH_TYPE_VLAN_8021AD))
 
 
 def tci_to_dp(value: int, mask: int) -> tuple[int, int]:
@@ -299,9 +308,9 @@ def tci_to_dp(value: int, mask: int) -> tuple[int, int]:
     key = _VID.put(value & mask & VLAN_VID_MASK) | _PCP.put((value & mask) >> 13)
     m = _VID.put(mask & VLAN_VID_MASK) | _PCP.put(mask >> 13)
     if mask & VLAN_CFI:
-        m |= _TPID.field_mask
+        m |= _TPID.put(TPID_PRESENT)
         if value & VLAN_CFI:
-            key |= _TPID.put(dpf.ETH_TYPE_VLAN)
+            key |= _TPID.put(TPID_PRESENT)
     return key, m
 
 
@@ -341,7 +350,7 @@ class OfMatch:
     """A rule's match over the OF flow: packed key and mask, wildcarded key bits zero.
 
     ``flow & mask == key`` is the whole test.  Equal matches match the same
-    flows.  The datapath part is ``dp_match()``.
+    flows.
     """
 
     key: int
@@ -356,7 +365,7 @@ class OfMatch:
                                                    if self.key & ~self.mask & f.field_mask))
         for f in _DP_UNMASKABLE:
             m = f.get(self.mask)
-            if m and m != f.all_ones:
+            if m and m != f.all_ones and not (f is _TPID and m == TPID_PRESENT):
                 raise ValidationError("field cannot be partially masked",
                                       field=BY_DP[f.name].name if f.name in BY_DP else f.name)
 
@@ -435,10 +444,6 @@ class OfMatch:
             f = of_field(n)
             clear &= ~(_VLAN_BITS if f.virtual else f.field_mask)
         return OfMatch(self.key & clear, self.mask & clear)
-
-    def dp_match(self) -> Match:
-        """The datapath part: OF-only fields (metadata, registers) dropped."""
-        return Match(self.key & DP_MASK, self.mask & DP_MASK)
 
     def overlaps(self, other: OfMatch) -> bool:
         common = self.mask & other.mask

@@ -48,7 +48,7 @@ from typing import Protocol
 
 from dpif import actions as dpa
 from dpif import fields as dpf
-from dpif.match import Match
+from dpif.match import Match, exact_unmaskable
 from ofproto import ofactions as ofa
 from ofproto.normal import Learn, MacTable, PortConfig, decide_normal
 from ofproto.offields import DP_MASK, OF_ONLY_MASK, OFPP_LOCAL, OfField, of_field
@@ -421,7 +421,7 @@ def xlate(env: XlateEnv, flow: int, *, side_effects: bool = True,
     except _Abort:
         actions = ()
         x.note(0, f"translation error: {x.error}: drop")
-    mask = ctx.wc & DP_MASK
+    mask = exact_unmaskable(ctx.wc & DP_MASK)
     return XlateResult(
         actions=actions, megaflow=Match(flow & mask, mask), of_wc=ctx.wc,
         initial_flow=flow & DP_MASK, final_flow=ctx.flow, rules=tuple(x.rules),

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dpif.errors import ValidationError
 from dpif.fields import ALL_ONES, BY_NAME, FIELDS, KEY_BITS
-from dpif.match import Match, pack, unpack
+from dpif.match import Match, exact_unmaskable, pack, unpack
 from tests.dpif.strategies import matches
 
 
@@ -63,3 +63,13 @@ def test_equal_matches_hash_equal() -> None:
     b = Match.build(ipv4_src=(0x0A112233, 0xFF000000), eth_type=0x0800)
     assert a == b and hash(a) == hash(b)
     assert len({a, b}) == 1
+
+
+def test_exact_unmaskable_widens_only_touched_unmaskable_fields() -> None:
+    tpid, vid = BY_NAME["vlan_tpid"], BY_NAME["vlan_vid"]
+    m = tpid.put(0x8000) | vid.put(0xF00)
+    out = exact_unmaskable(m)
+    assert tpid.get(out) == 0xFFFF          # unmaskable and touched: made exact
+    assert vid.get(out) == 0xF00            # maskable: kept as is
+    assert exact_unmaskable(vid.put(0xF00)) == vid.put(0xF00)
+    Match(0, out)  # a valid datapath mask now

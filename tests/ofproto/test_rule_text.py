@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 
 from dpif.errors import ParseError
+from dpif.fields import BY_NAME as _DP_FIELDS
 from ofproto import ofactions as A
 from ofproto.offields import OfMatch
 from ofproto.ruletext import format_match, format_rule, parse_match, parse_rule
 from ofproto.rule import Rule, RuleStats
+
+_dp = _DP_FIELDS.__getitem__
 
 # (what a user types, what dump-flows --no-stats prints)
 LINES: list[tuple[str, str]] = [
@@ -143,14 +146,18 @@ def test_dump_flows_line_with_stats() -> None:
 def test_values() -> None:
     r = parse_rule("ip,nw_tos=16,actions=mod_nw_tos:32")
     assert r.match.get("nw_tos") == (4, 0x3F)
-    assert r.match.dp_match().get("ip_tos") == (16, 0xFC)
+    assert (_dp("ip_tos").get(r.match.key), _dp("ip_tos").get(r.match.mask)) == (16, 0xFC)
     assert r.actions == (A.SetField("nw_tos", 8, 0x3F, "mod_nw_tos"),)
     r = parse_rule("dl_vlan=10,actions=drop")
-    assert r.match.dp_match().get("vlan_tpid") == (0x8100, 0xFFFF)
-    assert r.match.dp_match().get("vlan_vid") == (10, 0xFFF)
-    assert not r.match.dp_match().has("vlan_pcp")
+    # "a tag is present" is the TPID's top bit: 0x8100 and 0x88a8 both match
+    assert (_dp("vlan_tpid").get(r.match.key), _dp("vlan_tpid").get(r.match.mask)) \
+        == (0x8000, 0x8000)
+    assert (_dp("vlan_vid").get(r.match.key), _dp("vlan_vid").get(r.match.mask)) == (10, 0xFFF)
+    assert not _dp("vlan_pcp").get(r.match.mask)
+    assert r.match.get("dl_vlan") == (10, 0xFFF)
     r = parse_rule("vlan_tci=0,actions=drop")
-    assert r.match.dp_match().get("vlan_tpid") == (0, 0xFFFF)
+    assert (_dp("vlan_tpid").get(r.match.key), _dp("vlan_tpid").get(r.match.mask)) == (0, 0x8000)
+    assert r.match.get("vlan_tci") == (0, 0xFFFF)
     r = parse_rule("actions=load:0x5->NXM_NX_REG0[8..15]")
     assert r.actions == (A.SetField("NXM_NX_REG0", 0x500, 0xFF00, "load"),)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dpif import actions as dpa
-from dpif.fields import BY_NAME, ETH_TYPE_IPV4
+from dpif.fields import BY_NAME, ETH_TYPE_IPV4, ETH_TYPE_VLAN, ETH_TYPE_VLAN_8021AD
 from ofproto import ofactions as ofa
 from ofproto.normal import MacTable
 from ofproto.offields import OfMatch
@@ -127,6 +127,24 @@ def test_vlan_match_after_rewrite_reads_nothing_from_packet() -> None:
     res = xlate(e, ip_key(in_port=1, vid=99))
     assert res.actions == (dpa.PopVlan(), dpa.PushVlan(30, 0), dpa.Output(2))
     assert not res.megaflow.has("vlan_vid")
+
+
+def test_dl_vlan_matches_outer_8021q_and_8021ad_tags_like_ovs() -> None:
+    e = env([
+        R((ofa.Output(2),), dl_vlan=10),
+        R((ofa.Output(3),), priority=50, vlan_tci=(0, 0x1000)),  # untagged
+        R((ofa.Output(4),), priority=0),
+    ])
+    for tpid in (ETH_TYPE_VLAN, ETH_TYPE_VLAN_8021AD):
+        res = xlate(e, ip_key(vid=10, tpid=tpid))
+        assert res.actions == (dpa.Output(2),)
+        # the datapath cannot mask the TPID partially: the megaflow is exact on it
+        assert res.megaflow.get("vlan_tpid") == (tpid, 0xFFFF)
+        assert res.megaflow.get("vlan_vid") == (10, 0xFFF)
+        assert xlate(e, ip_key(vid=11, tpid=tpid)).actions == (dpa.Output(4),)
+    res = xlate(e, ip_key())
+    assert res.actions == (dpa.Output(3),)
+    assert res.megaflow.get("vlan_tpid") == (0, 0xFFFF)
 
 
 def test_output_to_in_port_needs_in_port_action() -> None:

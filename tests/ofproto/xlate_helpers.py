@@ -33,12 +33,13 @@ def env(rules: Iterable[Rule], ports: dict[int, PortConfig] | None = None,
 
 def ip_key(in_port: int = 1, src: int = 0x0A000001, dst: int = 0x0A000102,
            proto: int = 6, sport: int = 1234, dport: int = 80, ttl: int = 64,
-           vid: int | None = None, eth_src: int = MAC_A, eth_dst: int = MAC_B) -> int:
+           vid: int | None = None, eth_src: int = MAC_A, eth_dst: int = MAC_B,
+           tpid: int = ETH_TYPE_VLAN) -> int:
     v = {"in_port": in_port, "eth_src": eth_src, "eth_dst": eth_dst,
          "eth_type": ETH_TYPE_IPV4, "ipv4_src": src, "ipv4_dst": dst, "ip_proto": proto,
          "ip_ttl": ttl, "tp_src": sport, "tp_dst": dport}
     if vid is not None:
-        v |= {"vlan_tpid": ETH_TYPE_VLAN, "vlan_vid": vid}
+        v |= {"vlan_tpid": tpid, "vlan_vid": vid}
     return pack(v)
 
 
