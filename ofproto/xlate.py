@@ -144,8 +144,12 @@ class ActionEvent:
 
 @dataclass(frozen=True, slots=True)
 class NoteEvent:
+    """A remark under the current table: ``detail`` (OVS's `` -> ``), ``warn``
+    (`` >> ``: something the rules asked for was not done) or ``error``."""
+
     depth: int
     text: str
+    kind: str = "detail"
 
 
 TraceEvent = LookupEvent | ActionEvent | NoteEvent
@@ -195,9 +199,9 @@ class _Xlate:
         self.n_lookups = 0
         self.error: str | None = None
 
-    def note(self, depth: int, text: str) -> None:
+    def note(self, depth: int, text: str, kind: str = "detail") -> None:
         if self.trace:
-            self.events.append(NoteEvent(depth, text))
+            self.events.append(NoteEvent(depth, text, kind))
 
     # -- tables ---------------------------------------------------------------
 
@@ -223,7 +227,7 @@ class _Xlate:
             if goto is None:
                 return
             if goto <= table:
-                self.note(depth, f"goto_table:{goto} must go forward: ignored")
+                self.note(depth, f"goto_table:{goto} must go forward: ignored", "warn")
                 return
             table = goto
 
@@ -302,14 +306,14 @@ class _Xlate:
         elif isinstance(a, ofa.Ct):
             self.ct(a, depth)
         else:  # GotoTable is handled by run()
-            self.note(depth, f"unsupported action {a!r}: ignored")
+            self.note(depth, f"unsupported action {a!r}: ignored", "warn")
 
     def output(self, port: int, depth: int) -> None:
         if port == self.ctx.read(F_IN_PORT):
-            self.note(depth, f"output:{port} is the input port: skipped (use in_port)")
+            self.note(depth, f"output:{port} is the input port: skipped (use in_port)", "warn")
             return
         if self.env.ports and port not in self.env.ports:
-            self.note(depth, f"output:{port}: no such port")
+            self.note(depth, f"output:{port}: no such port", "warn")
             return
         self.ctx.emit(dpa.Output(port))
 
@@ -320,7 +324,7 @@ class _Xlate:
         vals = {n: self.ctx.read(_B[of_field(n).dp_field or n]) for n in names}
         if any(all(vals[n] == v for n, v in conj) for conj in f.prereq):
             return True
-        self.note(depth, f"{f.name}: prerequisites not met, action ignored")
+        self.note(depth, f"{f.name}: prerequisites not met, action ignored", "warn")
         return False
 
     def set_field(self, f: OfField, value: int, mask: int, depth: int) -> None:
@@ -356,7 +360,7 @@ class _Xlate:
             self.note(depth, f"NORMAL: learned {_mac(d.learn.mac)} on port {d.learn.port} "
                              f"in vlan {d.learn.vlan}")
         if d.drop is not None:
-            self.note(depth, f"NORMAL: drop: {d.drop}")
+            self.note(depth, f"NORMAL: drop: {d.drop}", "warn")
             return
         self.note(depth, f"NORMAL: {'flooding' if d.flooded else 'forwarding'} in vlan "
                          f"{d.vlan} to " + ",".join(str(p) for p, _ in d.outputs))
@@ -420,7 +424,7 @@ def xlate(env: XlateEnv, flow: int, *, side_effects: bool = True,
         actions = tuple(ctx.actions)
     except _Abort:
         actions = ()
-        x.note(0, f"translation error: {x.error}: drop")
+        x.note(0, f"translation error: {x.error}: drop", "error")
     mask = exact_unmaskable(ctx.wc & DP_MASK)
     return XlateResult(
         actions=actions, megaflow=Match(flow & mask, mask), of_wc=ctx.wc,

@@ -128,15 +128,45 @@ def test_trace_known_case() -> None:
         " 0. ip,nw_dst=10.0.0.0/24, priority 100, cookie 0x1",
         "    resubmit(,1)",
         "     1. priority 0",
-        "        output:2",
+        "            output:2",
         "    output:3",
         "",
         "Final flow: unchanged",
-        "Megaflow: recirc_id=0,ip,in_port=1,nw_dst=10.0.0.0/24,nw_frag=no",
+        "Megaflow: recirc_id=0,eth,ip,in_port=1,nw_dst=10.0.0.0/24,nw_frag=no",
         "Datapath actions: 2,3",
     ]
     assert text.startswith("Flow: udp,in_port=1,vlan_tci=0x0000,")
     assert t.to_dict()["datapath_actions"] == "2,3"
+
+
+def test_trace_tree_indents_like_ovs() -> None:
+    """OVS's rule (ofproto-dpif-trace.c): a node is indented unless it is the
+    last of its list and not a leaf; an indented node's children go two levels
+    deeper.  So tail resubmits and goto_table print flat; others nest."""
+    br, _, _ = setup(["table=0,in_port=1,actions=resubmit(,1)",
+                      "table=1,actions=mod_nw_tos:8,goto_table:2",
+                      "table=2,actions=resubmit(,3),output:2",
+                      "table=3,actions=output:5,output:3",
+                      "table=0,in_port=2,actions=output:2"])
+    body = render(trace(br, udp(), in_port=1)).split("-------------\n")[1].split("\n\n")[0]
+    assert body.splitlines() == [
+        " 0. in_port=1, priority 32768",
+        "    resubmit(,1)",
+        " 1. priority 32768",
+        "    mod_nw_tos:8",
+        "    goto_table:2",
+        " 2. priority 32768",
+        "    resubmit(,3)",
+        "     3. priority 32768",
+        "            output:5",
+        "             >> output:5: no such port",
+        "            output:3",
+        "    output:2",
+    ]  # the note follows OVS's " >> " warning style
+    body = render(trace(br, udp(), in_port=2)).split("-------------\n")[1].split("\n\n")[0]
+    assert body.splitlines() == [" 0. in_port=2, priority 32768",
+                                 "    output:2",
+                                 "     >> output:2 is the input port: skipped (use in_port)"]
 
 
 def test_trace_miss_and_rewrite() -> None:
