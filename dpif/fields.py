@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A flow key is one Python ``int``.  Each field owns a fixed bit range of that
-int (``offset`` .. ``offset + bits``), assigned here in table order, so
+int (``offset`` .. ``offset + bits``), assigned here by ``LAYOUT`` below, so
 
 * masking a key is one ``&``;
 * a megaflow cache probe is ``dict[key & mask]``;
@@ -15,6 +15,21 @@ Everything else is derived from the two tables below:
     name, bit width, how its value is written (``fmt``), whether the datapath
     may wildcard it partially (``maskable``), and the tc flower attribute
     names that carry it (key, mask) -- empty when flower has no such key.
+
+``LAYOUT``
+    the order in which fields get bit offsets, lowest first.  It is not the
+    order of ``FIELDS`` (which text, flower encoding and ofproto iterate):
+    the fields nearly every packet and megaflow uses (metadata, Ethernet,
+    VLAN, IPv4, L4) sit in the low ~360 bits and the rare wide ones (tunnel,
+    IPv6, ND, ARP, MPLS, conntrack, marks) above them.  CPython ints are
+    arrays of 30-bit digits and ``&``, ``|``, shifts and ``hash`` walk every
+    digit, so an Ethernet/IPv4/TCP key is a ~12-digit int instead of ~39,
+    and a mask without Ethernet addresses makes ~8-digit masked keys.
+    Within the hot block the order follows packet order read high to low
+    (``eth_dst`` highest, then ``eth_src``, VLAN, ``eth_type``, tos, ttl,
+    proto, ipv4 src, dst, tp src, dst, tcp_flags), so the parser can take
+    adjacent header fields with one unpack (``ttl|proto``, ``src|dst``,
+    ``sport|dport``) and chain them with one shift each.
 
 ``GROUPS``
     how OVS's dpctl text groups fields: ``eth(src=..,dst=..)``,
@@ -84,7 +99,8 @@ def _f(name: str, bits: int, fmt: Fmt, maskable: bool = True, *flower: str) -> F
 
 _T = "TCA_FLOWER_KEY_"
 
-# The field table.  Order is the bit layout (lowest bits first).
+# The field table, in declaration order (text and flower iterate it); bit
+# offsets come from LAYOUT below.
 _FIELD_DECLS: tuple[Field, ...] = (
     # metadata
     _f("recirc_id", 32, Fmt.HEX, False),  # -> tc chain, not a flower key
@@ -149,15 +165,40 @@ _FIELD_DECLS: tuple[Field, ...] = (
 )
 
 
-def _layout(decls: tuple[Field, ...]) -> tuple[Field, ...]:
-    out, off = [], 0
-    for f in decls:
-        out.append(Field(f.name, f.bits, f.fmt, f.maskable, f.flower, off))
-        off += f.bits
-    return tuple(out)
+# Bit layout, lowest offsets first: every field exactly once (checked).
+LAYOUT: tuple[str, ...] = (
+    # hot: metadata every megaflow matches, then L4 .. L2 (packet order read
+    # from the top down, see the theory of operation)
+    "recirc_id", "in_port",
+    "icmp_code", "icmp_type", "tcp_flags", "tp_dst", "tp_src",
+    "ipv4_dst", "ipv4_src", "ip_frag", "ip_proto", "ip_ttl", "ip_tos",
+    "eth_type", "vlan_vid", "vlan_pcp", "vlan_tpid", "eth_src", "eth_dst",
+    # rare, narrow first
+    "cvlan_vid", "cvlan_pcp", "cvlan_tpid",
+    "ct_state", "ct_zone", "ct_mark", "skb_mark", "dp_hash",
+    "mpls_label", "mpls_tc", "mpls_ttl", "mpls_bos",
+    "arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha",
+    "ipv6_label", "ipv6_src", "ipv6_dst", "nd_target", "nd_sll", "nd_tll",
+    "tun_id", "tun_ipv4_src", "tun_ipv4_dst", "tun_tos", "tun_ttl", "tun_tp_src",
+    "tun_tp_dst", "tun_flags", "tun_ipv6_src", "tun_ipv6_dst",
+)
 
 
-FIELDS: tuple[Field, ...] = _layout(_FIELD_DECLS)
+def _layout(decls: tuple[Field, ...], order: tuple[str, ...]) -> tuple[Field, ...]:
+    """``decls`` in their own order, with offsets assigned in ``order``."""
+    names = [f.name for f in decls]
+    assert sorted(order) == sorted(names) and len(set(order)) == len(order), \
+        "LAYOUT must name every field exactly once"
+    bits = {f.name: f.bits for f in decls}
+    offsets, off = {}, 0
+    for name in order:
+        offsets[name] = off
+        off += bits[name]
+    return tuple(Field(f.name, f.bits, f.fmt, f.maskable, f.flower, offsets[f.name])
+                 for f in decls)
+
+
+FIELDS: tuple[Field, ...] = _layout(_FIELD_DECLS, LAYOUT)
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 KEY_BITS: int = sum(f.bits for f in FIELDS)
 ALL_ONES: int = (1 << KEY_BITS) - 1

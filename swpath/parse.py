@@ -67,18 +67,10 @@ METADATA_MASK = 0
 for _n in _METADATA_FIELDS:
     METADATA_MASK |= BY_NAME[_n].field_mask
 
-# Relative offsets inside the L3/L4 block that starts at ipv4_src; the fast
-# path builds that block as a small int and shifts it once.
-_R_DST = _O["ipv4_dst"] - O_IPV4_SRC
-_R_PROTO = _O["ip_proto"] - O_IPV4_SRC
-_R_TOS = _O["ip_tos"] - O_IPV4_SRC
-_R_TTL = _O["ip_ttl"] - O_IPV4_SRC
-_R_SPORT = _O["tp_src"] - O_IPV4_SRC
-_R_DPORT = _O["tp_dst"] - O_IPV4_SRC
-_R_FLAGS = _O["tcp_flags"] - O_IPV4_SRC
-# The fast path relies on proto|tos|ttl|frag|tp_src|tp_dst|tcp_flags being contiguous.
-assert _R_PROTO + 8 == _R_TOS and _R_TOS + 8 == _R_TTL and _R_TTL + 8 + 2 == _R_SPORT
 assert _O["eth_dst"] == O_ETH_SRC + 48  # eth dst|src in packet order == key order
+O_IPV4_DST = _O["ipv4_dst"]
+O_IP_TOS, O_IP_TTL = _O["ip_tos"], _O["ip_ttl"]
+O_TP_DST, O_TCP_FLAGS = _O["tp_dst"], _O["tcp_flags"]
 
 _ETH_IPV4 = ETH_TYPE_IPV4 << O_ETH_TYPE
 _V4 = struct.Struct("!BBHHHBBHII")  # vihl tos len id frag ttl proto csum src dst
@@ -149,8 +141,7 @@ def packet_tcp_flags(packet: bytes) -> int:
 def parse_key(packet: bytes, md: int = 0, stats: ParseStats | None = None) -> int:
     """The flow key of ``packet`` with metadata ``md`` ORed in.  Never raises."""
     # Fast path: Ethernet / IPv4 (ihl 5, not a fragment) / TCP or UDP, one
-    # unpack, the L3/L4 block built small (Horner, highest field first) and
-    # shifted into place once.
+    # unpack, each field shifted to its offset.
     if len(packet) >= 54:
         (eth, et, vihl, tos, tlen, _, frag, ttl, proto, _, src, dst, sport, dport,
          off) = _FAST.unpack_from(packet)
@@ -158,13 +149,15 @@ def parse_key(packet: bytes, md: int = 0, stats: ParseStats | None = None) -> in
                 and 20 <= tlen <= len(packet) - 14):
             if proto == 6:
                 if off >= 0x5000 and (off >> 12) * 4 + 20 <= tlen:
-                    return md | _ETH_IPV4 | _from(eth, "big") << O_ETH_SRC | ((((
-                        ((off & 0xFFF) << 16 | dport) << 16 | sport) << _G_TTL
-                        | ttl << 16 | tos << 8 | 6) << _G_PROTO | dst) << 32 | src) << O_IPV4_SRC
+                    return (md | _ETH_IPV4 | _from(eth, "big") << O_ETH_SRC
+                            | src << O_IPV4_SRC | dst << O_IPV4_DST | 6 << O_IP_PROTO
+                            | tos << O_IP_TOS | ttl << O_IP_TTL | sport << O_TP_SRC
+                            | dport << O_TP_DST | (off & 0xFFF) << O_TCP_FLAGS)
             elif proto == 17 and tlen >= 28:
-                return md | _ETH_IPV4 | _from(eth, "big") << O_ETH_SRC | (((
-                    (dport << 16 | sport) << _G_TTL
-                    | ttl << 16 | tos << 8 | 17) << _G_PROTO | dst) << 32 | src) << O_IPV4_SRC
+                return (md | _ETH_IPV4 | _from(eth, "big") << O_ETH_SRC
+                        | src << O_IPV4_SRC | dst << O_IPV4_DST | 17 << O_IP_PROTO
+                        | tos << O_IP_TOS | ttl << O_IP_TTL | sport << O_TP_SRC
+                        | dport << O_TP_DST)
     p = parse_layers(packet, md)
     if p.problem is not None and stats is not None:
         stats.count(p.problem)
@@ -173,11 +166,6 @@ def parse_key(packet: bytes, md: int = 0, stats: ParseStats | None = None) -> in
 
 # eth(dst,src) type | IPv4 header without options | sport dport (seq ack) off+flags
 _FAST = struct.Struct("!12sHBBHHHBBHIIHH8xH")
-# Gaps of the Horner chain: tp_src sits _G_TTL bits above ip_proto (ip_frag is
-# 0 on the fast path); ip_proto sits _G_PROTO bits above ipv4_dst.
-_G_TTL = _R_SPORT - _R_PROTO
-_G_PROTO = _R_PROTO - _R_DST
-assert _R_DPORT == _R_SPORT + 16 and _R_FLAGS == _R_DPORT + 16 and _R_DST == 32
 
 
 def _put(name: str, value: int) -> int:
