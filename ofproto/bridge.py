@@ -34,7 +34,8 @@ packet) and hands the packet up; the userdata says which rule, table and
 reason (``xlate.PacketInMeta``).  So a packet-in is queued exactly once per
 packet whether the packet was translated or hit the installed flow.  The
 packet is not forwarded unless other actions say so.  The queue is bounded
-(oldest dropped, counted); ``packet_ins_since(seq)`` lets a CLI watch it.
+(oldest dropped, counted); ``packet_ins_since(seq)`` lets a CLI watch it,
+and ``packet_in_listeners`` are told of each one as it is queued.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class Bridge:
         self.ukeys: dict[Match, Ukey] = {}
         self._packet_ins: deque[PacketIn] = deque(maxlen=packet_in_limit)
         self._pin_seq = 0
+        #: called on the datapath thread with each queued packet-in (e.g. to wake a watcher)
+        self.packet_in_listeners: list[Callable[[PacketIn], None]] = []
         self.counters: dict[str, int] = {}
         self.log = log.bind(bridge=name)
 
@@ -269,11 +272,18 @@ class Bridge:
         if len(self._packet_ins) == self._packet_ins.maxlen:
             self._count("packet_in_dropped")
         self._packet_ins.append(pin)
+        for listener in self.packet_in_listeners:
+            listener(pin)
         self.log.debug("packet-in", port=au.in_port, reason=meta.reason, table=meta.table)
         return pin
 
     def packet_ins_since(self, seq: int = 0) -> list[PacketIn]:
         return [p for p in self._packet_ins if p.seq > seq]
+
+    @property
+    def packet_in_seq(self) -> int:
+        """The seq of the newest packet-in so far (0: none yet)."""
+        return self._pin_seq
 
     def pop_packet_ins(self) -> list[PacketIn]:
         out = list(self._packet_ins)

@@ -41,7 +41,7 @@ import structlog
 from offload.datapath import OffloadDatapath, Policy
 from offload.tc_flower import OutputCheck
 from offload.tc_netlink import TcNetlink
-from ofproto.bridge import Bridge
+from ofproto.bridge import DEFAULT_PACKET_IN_LIMIT, Bridge
 from ofproto.normal import PortConfig
 from ofproto.ruletext import parse_rule
 from swpath.datapath import SwDatapath
@@ -64,7 +64,8 @@ class Switch:
 
     def __init__(self, name: str, ports: Iterable[SwitchPort], *, netns: str | None = None,
                  policy: Policy = Policy.SKIP_SW, check: OutputCheck | None = None,
-                 flow_limit: int = 200_000, adopt: bool = True) -> None:
+                 flow_limit: int = 200_000, adopt: bool = True,
+                 packet_in_limit: int = DEFAULT_PACKET_IN_LIMIT) -> None:
         self.name = name
         self.netns = netns
         self.ports = list(ports)
@@ -73,7 +74,7 @@ class Switch:
         self.dp = OffloadDatapath(self.tc, self.sw, policy=policy, check=check,
                                   flow_limit=flow_limit)
         self.bridge = Bridge(name, [p.config for p in self.ports], placer=self.dp,
-                             flow_limit=flow_limit)
+                             flow_limit=flow_limit, packet_in_limit=packet_in_limit)
         self.sw.upcall = self.bridge.handle_upcall
         self.sw.action_upcall = lambda au: None if self.bridge.handle_action_upcall(au) else None
         self.netdevs: list[NetdevPort] = []

@@ -1,0 +1,304 @@
+"""The daemon's control core: one request value in, one reply value out.
+
+Theory of operation
+-------------------
+``ControlCore.handle(request)`` implements every control command on a
+``Bridge`` (its rule tables, its ukeys and its placer datapath) and returns
+a reply dict (``control_proto.ok`` / ``error_reply``); it never raises for a
+bad request and does no socket I/O, so tests drive it directly.
+
+Threading -- the whole argument.  ``handle`` reads and writes the bridge and
+the datapath, which the datapath thread (``swpath.runner.Runner``) also uses
+for every packet and upcall.  The socket server never calls ``handle``
+itself: it submits it with ``Runner.call_soon`` and waits for the future, so
+``handle`` runs *on the datapath thread, between two poll rounds*.  One
+thread ever touches the bridge, the tables, the MAC table, the ukeys, the
+tc netlink socket and the software cache: there is no race to reason about
+and no lock.  The price is that a slow command (a dump of many tc filters)
+pauses forwarding in software for its duration; tc keeps forwarding.  The
+same holds for the packet-in queue: the monitor reads it through
+``packet_ins`` on the datapath thread; the only thing that crosses threads
+otherwise is ``Bridge.packet_in_listeners`` waking a watcher.
+
+Rule changes (add/mod/del-flows) are followed by ``revalidate``: every
+installed megaflow is translated again (no side effects) from its own key;
+a flow stays when the new megaflow still covers it and the actions are the
+same, else it is deleted from its datapath (tc or software) and from the
+bridge's ukeys, and the next packet makes a fresh upcall.  Counters of
+deleted flows are credited to their rules first.
+
+Rule counters: the upcall's own packet is credited by the bridge; packets
+that then hit the installed megaflow (tc or software) are credited by
+``credit_stats``, which reads each flow's counters and adds the growth
+since the last read to the rules that produced it.  It runs before every
+``dump-flows`` and ``revalidate``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from dpif.actiontext import format_actions as format_dp_actions
+from dpif.errors import FlowNotFound, FlowpathError, ParseError, ValidationError
+from dpif.fields import ALL_ONES, BY_NAME, FIELDS
+from dpif.flow import DpFlow, Ufid
+from dpif.flowtext import FlowText, format_flow
+from dpif.keytext import format_key
+from dpif.match import Match
+from ofproto.actiontext import format_actions
+from ofproto.bridge import Bridge, PacketIn
+from ofproto.control_proto import Request, arg, error_reply, ok
+from ofproto.ruletext import format_match, format_rule, parse_match, parse_rule
+from swpath.parse import parse_key
+
+log = structlog.get_logger("ofproto.control")
+
+DP_TYPES = ("offloaded", "sw", "all")
+# datapath metadata fields printed in a packet-in's flow only when non-zero
+_METADATA = {f.name for f in FIELDS[:FIELDS.index(BY_NAME["eth_src"])]} - {"in_port"}
+_IN_PORT = BY_NAME["in_port"]
+
+
+@dataclass(frozen=True, slots=True)
+class PortInfo:
+    """A port as ``status`` shows it."""
+
+    number: int
+    netdev: str
+    vlan_mode: str
+    tag: int
+    trunks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeInfo:
+    """What ``status`` reports besides the live state."""
+
+    policy: str
+    netns: str | None
+    ports: tuple[PortInfo, ...]
+    started: float  # the bridge's clock
+
+
+def packet_flow(packet: bytes, in_port: int) -> str:
+    """A packet decoded as a dpctl-style flow key (zero metadata left out)."""
+    key = parse_key(packet, _IN_PORT.put(in_port))
+    m = Match.from_packet_key(key, ALL_ONES)
+    drop = [f.name for f, v, _ in m.fields() if f.name in _METADATA and v == 0]
+    if m.value("tcp_flags") == 0:
+        drop.append("tcp_flags")
+    m = m.without(*drop)
+    try:
+        return format_key(m)
+    except ValidationError as e:  # fields whose prerequisite this packet lacks
+        hidden = str(e.context.get("fields", ""))
+        return format_key(m.without(*[n for n in hidden.split(",") if n]))
+
+
+def packet_in_json(p: PacketIn) -> dict[str, Any]:
+    return {"seq": p.seq, "time": p.time, "in_port": p.in_port, "reason": p.reason,
+            "table": p.table, "cookie": f"{p.cookie:#x}", "rule_id": p.rule_id,
+            "total_len": p.total_len, "len": len(p.packet), "flow": packet_flow(p.packet,
+                                                                                p.in_port),
+            "packet": p.packet.hex(), "userdata": p.userdata.hex()}
+
+
+def _covers(mega: Match, flow: Match) -> bool:
+    """Every packet of ``flow`` is in ``mega``."""
+    return (mega.mask & ~flow.mask) == 0 and (flow.key & mega.mask) == (mega.key & mega.mask)
+
+
+class ControlCore:
+    """Control commands on one bridge; call ``handle`` on the datapath thread only."""
+
+    def __init__(self, bridge: Bridge, info: BridgeInfo) -> None:
+        if bridge.placer is None:
+            raise ValidationError("the control core needs a bridge with a placer datapath",
+                                  bridge=bridge.name)
+        self.bridge = bridge
+        self.dp = bridge.placer
+        self.info = info
+        self.monitors = 0  # written by the server (an int: atomic enough to report)
+        self._seen: dict[Ufid, tuple[int, int]] = {}  # ufid -> (packets, bytes) credited
+        self.log = log.bind(bridge=bridge.name)
+        self._cmds: dict[str, Callable[[Request], Any]] = {
+            "add-flows": self._add_flows, "mod-flows": self._mod_flows,
+            "del-flows": self._del_flows, "dump-flows": self._dump_flows,
+            "dp-dump-flows": self._dp_dump_flows, "status": self._status,
+        }
+
+    # -- entry points ---------------------------------------------------------------
+
+    def handle(self, req: Request) -> dict[str, Any]:
+        fn = self._cmds.get(req.cmd)
+        if fn is None:
+            return error_reply(ValidationError("not a request/reply command", cmd=req.cmd))
+        try:
+            return ok(fn(req))
+        except FlowpathError as e:
+            self.log.info("request refused", cmd=req.cmd, error=str(e))
+            return error_reply(e)
+        except Exception as e:  # noqa: BLE001 - a bug must not kill the datapath thread
+            self.log.error("request failed", cmd=req.cmd, error=repr(e), exc_info=True)
+            return error_reply(e)
+
+    def packet_ins(self, since: int) -> tuple[list[PacketIn], int]:
+        """Queued packet-ins after ``since`` and the newest seq (datapath thread)."""
+        return self.bridge.packet_ins_since(since), self.bridge.packet_in_seq
+
+    # -- rules ----------------------------------------------------------------------
+
+    def _add_flows(self, req: Request) -> dict[str, Any]:
+        texts = arg(req, "rules", list, required=True)
+        rules = []
+        for n, text in enumerate(texts, start=1):
+            if not isinstance(text, str):
+                raise ParseError(f"rule {n}: not a string")
+            try:
+                rules.append(parse_rule(text))
+            except ParseError as e:
+                raise ParseError(f"rule {n}: {e.message}", text=e.text, pos=e.pos,
+                                 expected=e.expected, **{k: v for k, v in e.context.items()
+                                                         if k not in ("pos", "expected")}
+                                 ) from None
+        now = self.bridge.clock()
+        for n, r in enumerate(rules, start=1):
+            try:
+                self.bridge.tables.add(r, now)
+            except ValidationError as e:
+                self._revalidate()
+                raise ValidationError(f"rule {n}: {e.message} (rules before it were added)",
+                                      **e.context) from None
+        removed = self._revalidate()
+        self.log.info("rules added", n=len(rules), flows_removed=removed)
+        return {"added": len(rules), "flows_removed": removed}
+
+    def _mod_flows(self, req: Request) -> dict[str, Any]:
+        sel = parse_match(arg(req, "rule", str, required=True), modify=True)
+        strict = bool(arg(req, "strict", bool, False))
+        self._credit_stats()
+        ids = self.bridge.tables.modify(sel, strict=strict, now=self.bridge.clock())
+        removed = self._revalidate()
+        return {"modified": len(ids), "flows_removed": removed}
+
+    def _del_flows(self, req: Request) -> dict[str, Any]:
+        sel = parse_match(arg(req, "match", str, ""))
+        strict = bool(arg(req, "strict", bool, False))
+        self._credit_stats()
+        gone = self.bridge.tables.delete(sel, strict=strict)
+        removed = self._revalidate()
+        return {"deleted": len(gone), "flows_removed": removed}
+
+    def _dump_flows(self, req: Request) -> list[dict[str, Any]]:
+        text = arg(req, "match", str, "")
+        self._credit_stats()
+        tables = self.bridge.tables
+        ids = tables.select(parse_match(text)) if text else [i for i, _ in tables.rules()]
+        order = {rid: n for n, (rid, _) in enumerate(tables.rules())}
+        now = self.bridge.clock()
+        out = []
+        for rid in sorted(ids, key=order.__getitem__):
+            r, st = tables.get(rid), tables.stats(rid)
+            out.append({"rule_id": rid, "table": r.table, "priority": r.priority,
+                        "cookie": f"{r.cookie:#x}", "match": format_match(r.match, r.priority),
+                        "actions": format_actions(r.actions),
+                        "n_packets": st.n_packets, "n_bytes": st.n_bytes,
+                        "duration": round(max(0.0, now - st.created), 3),
+                        "idle_age": int(max(0.0, now - st.used)),
+                        "idle_timeout": r.idle_timeout, "hard_timeout": r.hard_timeout,
+                        "flags": sorted(r.flags),
+                        "line": format_rule(r, st, now)})
+        return out
+
+    # -- the datapath ---------------------------------------------------------------
+
+    def _dp_dump_flows(self, req: Request) -> list[dict[str, Any]]:
+        kind = arg(req, "type", str, "all")
+        if kind not in DP_TYPES:
+            raise ValidationError("--type must be one of " + ", ".join(DP_TYPES), type=kind)
+        now = time.monotonic()
+        out = []
+        for f in self.dp.dump():
+            if kind == "offloaded" and f.placement.dp != "tc":
+                continue
+            if kind == "sw" and f.placement.dp == "tc":
+                continue
+            ft = FlowText(f.match, f.actions, f.ufid, f.stats, f.placement.offloaded,
+                          f.placement.dp)
+            out.append({"ufid": str(f.ufid), "dp": f.placement.dp,
+                        "offloaded": f.placement.offloaded, "reason": f.placement.reason,
+                        "packets": f.stats.packets, "bytes": f.stats.bytes,
+                        "used": None if f.stats.used is None
+                        else round(max(0.0, now - f.stats.used), 3),
+                        "key": format_key(f.match), "actions": format_dp_actions(f.actions),
+                        "line": format_flow(ft, now)})
+        return out
+
+    def _status(self, req: Request) -> dict[str, Any]:
+        flows = list(self.dp.dump())
+        placement = {"tc_in_hw": 0, "tc_not_in_hw": 0, "sw": 0}
+        for f in flows:
+            if f.placement.dp == "tc":
+                placement["tc_in_hw" if f.placement.offloaded else "tc_not_in_hw"] += 1
+            else:
+                placement["sw"] += 1
+        br = self.bridge
+        queued = br.packet_ins_since(0)
+        return {
+            "bridge": br.name, "policy": self.info.policy, "netns": self.info.netns,
+            "uptime": round(br.clock() - self.info.started, 3),
+            "ports": [{"number": p.number, "netdev": p.netdev, "vlan_mode": p.vlan_mode,
+                       "tag": p.tag, "trunks": list(p.trunks)} for p in self.info.ports],
+            "rules": len(br.tables), "flows": {"total": len(flows), **placement},
+            "flow_limit": br.flow_limit,
+            "packet_ins": {"queued": len(queued), "last_seq": br.packet_in_seq,
+                           "dropped": br.counters.get("packet_in_dropped", 0),
+                           "monitors": self.monitors},
+            "counters": dict(sorted(br.counters.items())),
+        }
+
+    # -- counters and revalidation ---------------------------------------------------
+
+    def _credit(self, f: DpFlow) -> None:
+        seen_p, seen_b = self._seen.get(f.ufid, (0, 0))
+        dp_, db = f.stats.packets - seen_p, f.stats.bytes - seen_b
+        self._seen[f.ufid] = (f.stats.packets, f.stats.bytes)
+        if dp_ <= 0:
+            return
+        ukey = self.bridge.ukeys.get(f.match)
+        if ukey is None or ukey.ufid != f.ufid:
+            return  # adopted, or not ours: no rules to credit
+        for rid in dict.fromkeys(rid for _, rid in ukey.rules):
+            self.bridge.tables.credit(rid, dp_, max(0, db), f.stats.used)
+
+    def _credit_stats(self) -> list[DpFlow]:
+        flows = list(self.dp.dump())
+        for f in flows:
+            self._credit(f)
+        live = {f.ufid for f in flows}
+        for u in [u for u in self._seen if u not in live]:
+            del self._seen[u]
+        return flows
+
+    def _revalidate(self) -> int:
+        """Delete every installed flow the current rules no longer produce."""
+        removed = 0
+        for f in self._credit_stats():
+            res = self.bridge.translate(f.match.key)
+            if res.actions == f.actions and _covers(res.megaflow, f.match):
+                continue
+            try:
+                final = self.dp.delete(f.ufid)
+            except FlowNotFound:
+                continue
+            self._credit(DpFlow(f.ufid, f.match, f.actions, final, f.placement))
+            self._seen.pop(f.ufid, None)
+            self.bridge.forget_flow(f.match)
+            removed += 1
+            self.log.debug("flow revalidated away", ufid=str(f.ufid), dp=f.placement.dp)
+        return removed
