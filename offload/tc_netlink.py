@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-``TcNetlink`` owns one rtnetlink socket (pyroute2 ``IPRoute(ext_ack=True)``,
-optionally inside a named netns).  It sends messages built by
-``tc_values`` from ``tc_nla`` declarations and decodes replies with the same
-classes: the socket's marshal is told that RTM_{NEW,DEL,GET}TFILTER are
-``tcmsg_flower`` (per instance, pyroute2's global tables stay untouched).
+``TcNetlink`` owns two rtnetlink sockets in one network namespace (None: the
+current one).  Devices and qdiscs go through pyroute2 (``IPRoute(ext_ack=
+True)``).  Filters -- the hot path -- go through a raw ``AF_NETLINK`` socket
+of our own (opened on first use, in the netns, via pyroute2's
+``netns.create_socket``), with bytes built by ``tc_wire`` and replies read by
+``tc_decode``: no pyroute2 message objects on the way.
 
 * Qdisc: ``ensure_ingress`` creates an ingress qdisc only when the device
   has neither ingress nor clsact, and remembers that it did;
@@ -16,35 +17,38 @@ classes: the socket's marshal is told that RTM_{NEW,DEL,GET}TFILTER are
   a delete without prio as "flush the chain", without handle as "delete the
   whole priority"; ``tc_values`` refuses to build those), ``dump`` (all
   chains of a device, with counters), each decoded into ``FilterDump``.
-* Batching: ``apply`` concatenates up to ``batch_size`` requests into one
-  sendmsg, then collects the acks in order.  The kernel handles each message
-  of the datagram on its own and acks each one, so one refusal does not stop
-  the rest; every request gets its own outcome (None or OffloadError).  The
-  chunk bound keeps one datagram under SO_SNDBUF and the burst of acks
-  (errors echo the request) under SO_RCVBUF.
-* Encoding: filter add/replace/delete bytes come from ``tc_wire`` (the same
-  bytes as pyroute2's generic encoder, ~40x faster); whatever it does not
-  cover (``FastEncodeUnsupported``, e.g. an ``UnknownAction``) goes through
-  pyroute2's encoder as before.  Either way the request is a pyroute2
-  ``NetlinkRequest`` (sequence number, pid, reply queue, cleanup); the raw
-  one only skips ``msg.encode()``.
-* Errors: pyroute2's NetlinkError is mapped once, here, to OffloadError with
-  the kernel's extack text and errno, naming device, chain, prio, handle and
-  the operation.
-
-Uses pyroute2 0.9.7 internals (``NetlinkRequest``, ``_run_with_cleanup``)
-for the batch: the version is pinned in pyproject.toml.
+* Pipelining: ``apply`` writes a chunk of requests (as few datagrams as
+  SO_SNDBUF allows) before reading anything.  Only the chunk's last request
+  asks for an ack: the kernel answers every *refused* request anyway (with
+  its sequence number and extack text), handles the messages of a datagram
+  one by one in order, and a refusal does not stop the rest.  So when the
+  last request's ack arrives, every refusal of the chunk has arrived before
+  it, and each one is matched to its request by sequence number; the others
+  succeeded.  The chunk is bounded so that all of its refusals fit in
+  SO_RCVBUF at once (8 MiB when root may force it): no ENOBUFS, no lost
+  outcome.  Acks are capped (NETLINK_CAP_ACK: the request is not echoed).
+* Dump: one RTM_GETTFILTER request with NLM_F_DUMP, then ``recv_into`` one
+  1 MiB buffer until NLMSG_DONE; each multipart datagram is split and
+  decoded by ``tc_decode`` (pyroute2's parser is the tests' reference).
+* Encoding: whatever ``tc_wire`` does not cover (``FastEncodeUnsupported``,
+  e.g. an ``UnknownAction``) is encoded by pyroute2 (which says why it
+  cannot, if it cannot), with our sequence number.
+* Errors: kernel refusals and socket errors are mapped once, here, to
+  OffloadError with the kernel's extack text and errno, naming device,
+  chain, prio, handle and the operation.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import os
+import socket
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator
 
 import structlog
 from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink import (
     NLM_F_ACK,
     NLM_F_CREATE,
@@ -54,19 +58,30 @@ from pyroute2.netlink import (
     NLM_F_REQUEST,
 )
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nlsocket import NetlinkRequest
 from pyroute2.netlink.rtnl import RTM_DELTFILTER, RTM_GETTFILTER, RTM_NEWTFILTER
 
 from dpif.errors import DeviceError, OffloadError
+from offload import tc_decode as D
 from offload import tc_nla as N
-from offload.tc_values import FilterDump, FlowerFilter, decode_filter, delete_msg, encode_filter
-from offload.tc_wire import FastEncodeUnsupported, encode_delete_bytes, encode_filter_bytes
+from offload.tc_values import FilterDump, FlowerFilter, delete_msg, encode_filter
+from offload.tc_wire import (
+    FastEncodeUnsupported, encode_delete_bytes, encode_dump_bytes, encode_filter_bytes, set_seq,
+)
 
 log = structlog.get_logger(__name__)
 
 F_CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 F_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 F_DELETE = NLM_F_REQUEST | NLM_F_ACK
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # an ack echoes only the request's header
+NETLINK_EXT_ACK = 11  # ... and carries the kernel's extack text
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # root may exceed the sysctl limits
+SOCK_BUF = 8 << 20
+RECV_BUF = 1 << 20  # a dump datagram is at most ~32 KiB; an ack, a few hundred bytes
+ACK_TRUESIZE = 4096  # generous receive-buffer charge of one refusal (skb + extack)
 
 
 @dataclass(frozen=True)
@@ -103,35 +118,10 @@ class TcOp:
         return encode_filter_bytes(f, msg_type, flags, seq, pid)
 
 
-class _RawHeader(dict[str, Any]):
-    """Stands in for the message object of a ``_RawRequest``: NetlinkRequest
-    only writes header fields into it (and calls reset)."""
-
-    def __init__(self) -> None:
-        super().__init__(header={})
-
-    def reset(self) -> None:
-        pass
-
-
-class _RawRequest(NetlinkRequest):
-    """A NetlinkRequest whose bytes were built elsewhere (tc_wire): the same
-    sequence number allocation, reply queue tag, response() and cleanup, but
-    prepare() does not encode a message object."""
-
-    def __init__(self, sock: Any, msg_type: int, flags: int) -> None:
-        super().__init__(sock, _RawHeader(), msg_type=msg_type, msg_flags=flags)
-        self.pid: int = self.msg["header"]["pid"]
-
-    async def prepare(self) -> None:
-        await self.sock.setup_endpoint()
-        self.sock.msg_queue.ensure_tag(self.msg_seq)
-
-
 class TcNetlink:
     """tc flower I/O on one network namespace (None: the current one)."""
 
-    def __init__(self, netns: str | None = None, batch_size: int = 256) -> None:
+    def __init__(self, netns: str | None = None, batch_size: int = 2048) -> None:
         kwargs: dict[str, Any] = {"ext_ack": True}
         if netns is not None:
             kwargs["netns"] = netns
@@ -147,10 +137,19 @@ class TcNetlink:
         self.created_qdiscs: set[int] = set()
         self._names: dict[int, str] = {}
         self._log = log.bind(netns=netns)
+        self._sock: socket.socket | None = None
+        self._pid = 0
+        self._seq = 0
+        self._sndbuf = 0
+        self._chunk = 1
+        self._buf = bytearray(RECV_BUF)
 
     # --- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         self._ipr.close()
 
     def __enter__(self) -> TcNetlink:
@@ -183,7 +182,7 @@ class TcNetlink:
         try:
             qdiscs = self._ipr.get_qdiscs(index=ifindex)
         except NetlinkError as exc:
-            raise self._error(exc, "dump qdiscs", ifindex) from exc
+            raise self._nl_error(exc, "dump qdiscs", ifindex) from exc
         return any(q["index"] == ifindex and q.get_attr("TCA_KIND") in ("ingress", "clsact")
                    for q in qdiscs)
 
@@ -197,7 +196,7 @@ class TcNetlink:
         except NetlinkError as exc:
             if exc.code == errno_mod.EEXIST:  # somebody was quicker: not ours
                 return False
-            raise self._error(exc, "add ingress qdisc", ifindex) from exc
+            raise self._nl_error(exc, "add ingress qdisc", ifindex) from exc
         self.created_qdiscs.add(ifindex)
         self._log.info("ingress qdisc created", device=self.ifname(ifindex))
         return True
@@ -210,7 +209,7 @@ class TcNetlink:
             self._ipr.tc("del", "ingress", index=ifindex)
         except NetlinkError as exc:
             if exc.code not in (errno_mod.ENOENT, errno_mod.EINVAL, errno_mod.ENODEV):
-                raise self._error(exc, "delete ingress qdisc", ifindex) from exc
+                raise self._nl_error(exc, "delete ingress qdisc", ifindex) from exc
         self.created_qdiscs.discard(ifindex)
         return True
 
@@ -229,14 +228,15 @@ class TcNetlink:
         self._one(TcOp("delete", f))
 
     def apply(self, ops: Iterable[TcOp]) -> list[OffloadError | None]:
-        """Send many operations in batches; one outcome per operation, in order."""
+        """Send many operations, pipelined; one outcome per operation, in order."""
         ops = list(ops)
-        out: list[OffloadError | None] = []
-        for start in range(0, len(ops), self.batch_size):
-            chunk = ops[start:start + self.batch_size]
-            for op, exc in zip(chunk, self._batch(chunk)):
-                out.append(None if exc is None else
-                           self._error(exc, op.op, op.filter.ifindex, op.filter))
+        out: list[OffloadError | None] = [None] * len(ops)
+        self._socket()
+        for start in range(0, len(ops), self._chunk):
+            chunk = ops[start:start + self._chunk]
+            for i, (code, text) in self._send_chunk(chunk).items():
+                op = chunk[i]
+                out[start + i] = self._error(code, text, op.op, op.filter.ifindex, op.filter)
         return out
 
     def install(self, filters: Iterable[FlowerFilter], replace: bool = False
@@ -247,26 +247,41 @@ class TcNetlink:
     def dump(self, ifindex: int, chain: int | None = None) -> list[FilterDump]:
         """Every flower filter on the ingress of ``ifindex`` (all chains unless
         ``chain``), decoded, with counters.  Other classifiers are skipped."""
-        msg = N.tcmsg_flower()
-        msg["index"] = ifindex
-        msg["parent"] = N.TC_H_INGRESS_PARENT
-        msg["attrs"] = [] if chain is None else [["TCA_CHAIN", chain]]
-        core = self._ipr.asyncore
-
-        async def run() -> list[Any]:
-            return [m async for m in await core.nlm_request(
-                msg, RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP)]
-
-        try:
-            replies = self._ipr._run_with_cleanup(run)
-        except NetlinkError as exc:
-            raise self._error(exc, "dump filters", ifindex) from exc
+        decode = D.decode_message
         out = []
-        for reply in replies:
-            dumped = decode_filter(reply)
+        for data, start, end in self.dump_messages(ifindex, chain):
+            dumped = decode(data, start, end)
             if dumped is not None:
                 out.append(dumped)
         return out
+
+    def dump_messages(self, ifindex: int, chain: int | None = None
+                      ) -> Iterator[tuple[bytes, int, int]]:
+        """The raw RTM_NEWTFILTER replies of a filter dump on the ingress of
+        ``ifindex``, as (datagram, start, end) of each message."""
+        sock, pid = self._socket()
+        seq = self._next_seq()
+        try:
+            sock.send(encode_dump_bytes(ifindex, chain, N.TC_H_INGRESS_PARENT, RTM_GETTFILTER,
+                                        NLM_F_REQUEST | NLM_F_DUMP, seq, pid))
+        except OSError as exc:
+            raise self._error(exc.errno or 0, None, "dump filters", ifindex) from exc
+        buf = self._buf
+        while True:
+            data = self._recv(buf, "dump filters", ifindex)
+            for msg_type, flags, mseq, start, end in D.messages(data):
+                if mseq != seq:
+                    continue  # a late reply to an earlier, abandoned request
+                if msg_type == D.NLMSG_DONE:
+                    code, text = D.ack(data, start, end, flags, echoed=False)
+                    if code:
+                        raise self._error(code, text, "dump filters", ifindex)
+                    return
+                if msg_type == D.NLMSG_ERROR:
+                    code, text = D.ack(data, start, end, flags)
+                    raise self._error(code, text, "dump filters", ifindex)
+                if msg_type == RTM_NEWTFILTER:
+                    yield data, start, end
 
     def get(self, f: FlowerFilter) -> FilterDump | None:
         """The dumped state of the filter named by ``f.ident`` (None if absent)."""
@@ -284,49 +299,115 @@ class TcNetlink:
         self._log.debug("tc filter", op=op.op, device=self.ifname(op.filter.ifindex),
                         chain=op.filter.chain, prio=op.filter.prio, handle=op.filter.handle)
 
-    def _batch(self, ops: Sequence[TcOp]) -> list[NetlinkError | None]:
-        core = self._ipr.asyncore
-
-        async def run() -> list[NetlinkError | None]:
-            requests = []
-            data = bytearray()
-            for op in ops:
-                request = _RawRequest(core, *op.header())
-                try:
-                    data += op.wire(request.msg_seq, request.pid)
-                    await request.prepare()
-                except FastEncodeUnsupported:  # pyroute2 encodes it, same sequence number
+    def _socket(self) -> tuple[socket.socket, int]:
+        """The raw rtnetlink socket of the filter fast path (opened on first
+        use, in our netns): large buffers, extended acks, capped acks."""
+        if self._sock is None:
+            try:
+                sock = pyroute2_netns.create_socket(
+                    netns=self.netns, family=socket.AF_NETLINK, socket_type=socket.SOCK_RAW,
+                    proto=NETLINK_ROUTE)
+                for force, opt in ((SO_SNDBUFFORCE, socket.SO_SNDBUF),
+                                   (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
                     try:
-                        msg, msg_type, flags = op.message()
-                    except Exception:
-                        request.addr_pool.free(request.msg_seq, ban=0xFF)
-                        raise
-                    request = NetlinkRequest(core, msg, msg_type=msg_type, msg_flags=flags,
-                                             msg_seq=request.msg_seq)
-                    await request.prepare()
-                    data += request.msg.data
-                requests.append(request)
-            core.send(bytes(data))
-            results: list[NetlinkError | None] = []
-            for request in requests:
-                try:
-                    async for _ in request.response():
-                        pass
-                    results.append(None)
-                except NetlinkError as exc:
-                    results.append(exc)
-            return results
+                        sock.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF)
+                    except PermissionError:  # not root: as much as the sysctl allows
+                        sock.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
+                sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+                sock.bind((0, 0))
+            except OSError as exc:
+                raise DeviceError("cannot open rtnetlink", netns=self.netns) from exc
+            self._sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+            # every message of a chunk may be refused: their acks must fit at once
+            self._chunk = max(1, min(self.batch_size,
+                                     sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                                     // ACK_TRUESIZE))
+            self._sock, self._pid = sock, sock.getsockname()[0]
+        return self._sock, self._pid
 
-        return self._ipr._run_with_cleanup(run)
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
 
-    def _error(self, exc: NetlinkError, op: str, ifindex: int,
+    def _recv(self, buf: bytearray, op: str, ifindex: int) -> bytes:
+        assert self._sock is not None
+        try:
+            n = self._sock.recv_into(buf)
+        except OSError as exc:  # ENOBUFS: replies were dropped, outcome unknown
+            raise self._error(exc.errno or 0, None, op, ifindex) from exc
+        return bytes(buf[:n])
+
+    def _send_chunk(self, ops: list[TcOp]) -> dict[int, tuple[int, str | None]]:
+        """Send ``ops`` without waiting in between; return {index: (errno,
+        extack)} of the refused ones.  Only the last message of each datagram
+        asks for an ack (the kernel acks a failure anyway), so reading up to
+        that ack has read every refusal before it: they are processed, and
+        answered, in order."""
+        sock, pid = self._socket()
+        first = self._seq + 1
+        datagrams: list[bytes] = []
+        data: list[bytes] = []
+        size = 0
+        for i, op in enumerate(ops):
+            last = i == len(ops) - 1
+            raw = self._wire(op, self._next_seq(), pid, ack=last)
+            if size + len(raw) > self._sndbuf - 1024 and data:
+                datagrams.append(b"".join(data))
+                data, size = [], 0
+            data.append(raw)
+            size += len(raw)
+        datagrams.append(b"".join(data))
+        last_seq = self._seq
+        op0 = ops[0]
+        try:
+            for dgram in datagrams:
+                sock.send(dgram)
+        except OSError as exc:
+            raise self._error(exc.errno or 0, None, op0.op, op0.filter.ifindex) from exc
+        refused: dict[int, tuple[int, str | None]] = {}
+        buf = self._buf
+        while True:
+            data_in = self._recv(buf, op0.op, op0.filter.ifindex)
+            for msg_type, flags, seq, start, end in D.messages(data_in):
+                if msg_type != D.NLMSG_ERROR or not first <= seq <= last_seq:
+                    continue  # (a stale reply of an abandoned request)
+                code, text = D.ack(data_in, start, end, flags)
+                if code:
+                    refused[seq - first] = (code, text)
+                if seq == last_seq:
+                    return refused
+
+    def _wire(self, op: TcOp, seq: int, pid: int, ack: bool) -> bytes:
+        msg_type, flags = op.header()
+        if not ack:
+            flags &= ~NLM_F_ACK
+        try:
+            f = op.filter
+            if op.op == "delete":
+                if not (f.prio and f.handle):  # delete_msg's refusal, below
+                    raise FastEncodeUnsupported("flushing delete")
+                return encode_delete_bytes(f.ifindex, f.chain, f.prio, f.handle, f.protocol,
+                                           f.parent, msg_type, flags, seq, pid)
+            return encode_filter_bytes(f, msg_type, flags, seq, pid)
+        except FastEncodeUnsupported:  # pyroute2 encodes it (or says why it cannot)
+            msg = op.message()[0]
+            msg["header"]["type"] = msg_type
+            msg["header"]["flags"] = flags
+            msg.encode()
+            return bytes(set_seq(msg.data, seq, pid))
+
+    def _error(self, code: int, text: str | None, op: str, ifindex: int,
                f: FlowerFilter | None = None) -> OffloadError:
-        text = exc.args[1] if len(exc.args) > 1 else None
-        extack = text if isinstance(text, str) and text != _strerror(exc.code) else None
+        extack = text if text and text != _strerror(code) else None
         return OffloadError(
-            f"tc {op} failed: {_strerror(exc.code)}", extack=extack, errno=exc.code,
+            f"tc {op} failed: {_strerror(code)}", extack=extack, errno=code,
             device=self.ifname(ifindex), chain=f.chain if f else None,
             prio=f.prio if f else None, handle=f.handle if f else None, netns=self.netns)
+
+    def _nl_error(self, exc: NetlinkError, op: str, ifindex: int) -> OffloadError:
+        text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else None
+        return self._error(exc.code, text, op, ifindex)
 
 
 def _strerror(code: int) -> str:

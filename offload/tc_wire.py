@@ -194,7 +194,7 @@ _KEYS: dict[str, tuple[int, Packer]] = {
 _ACT_KIND_ATTR: dict[str, bytes] = {kind: attr(_A_KIND, _asciiz(kind)) for kind in ACTION_NESTS}
 
 
-def _header(msg_type: int, flags: int, seq: int, pid: int, ifindex: int, handle: int,
+def header(msg_type: int, flags: int, seq: int, pid: int, ifindex: int, handle: int,
             parent: int, prio: int, protocol: int, body_len: int) -> bytes:
     return (NLMSGHDR.pack(NLMSGHDR.size + TCMSG.size + body_len, msg_type, flags, seq, pid)
             + TCMSG.pack(socket.AF_UNSPEC, 0, 0, ifindex, handle, parent,
@@ -236,7 +236,7 @@ def encode_filter_bytes(f: FlowerFilter, msg_type: int, flags: int, seq: int,
     ``encode_filter(f)`` with this header type/flags/sequence number/pid."""
     body = (_KIND_FLOWER + attr(_T_CHAIN, _U32(f.chain))
             + attr(_T_OPTIONS, encode_options(f)))
-    return _header(msg_type, flags, seq, pid, f.ifindex, f.handle, f.parent, f.prio,
+    return header(msg_type, flags, seq, pid, f.ifindex, f.handle, f.parent, f.prio,
                    f.protocol, len(body)) + body
 
 
@@ -245,7 +245,7 @@ def encode_delete_bytes(ifindex: int, chain: int, prio: int, handle: int, protoc
                         pid: int = 0) -> bytes:
     """The bytes of ``tc_values.delete_msg(...)`` (callers validate first)."""
     body = _KIND_FLOWER + attr(_T_CHAIN, _U32(chain))
-    return _header(msg_type, flags, seq, pid, ifindex, handle, parent, prio, protocol,
+    return header(msg_type, flags, seq, pid, ifindex, handle, parent, prio, protocol,
                    len(body)) + body
 
 
@@ -257,3 +257,11 @@ def set_seq(data: Encoded, seq: int, pid: int) -> bytearray:
     out = bytearray(data)
     struct.pack_into("=II", out, 8, seq, pid)
     return out
+
+
+def encode_dump_bytes(ifindex: int, chain: int | None, parent: int, msg_type: int,
+                      flags: int, seq: int, pid: int = 0) -> bytes:
+    """An RTM_GETTFILTER dump request for the filters under ``parent`` of
+    ``ifindex`` (one chain, or all chains when ``chain`` is None)."""
+    body = b"" if chain is None else attr(_T_CHAIN, _U32(chain))
+    return header(msg_type, flags, seq, pid, ifindex, 0, parent, 0, 0, len(body)) + body
