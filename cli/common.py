@@ -69,3 +69,19 @@ def emit_json(data: Any) -> None:
 
 def jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
+
+
+def daemon_options(fn: Any) -> Any:
+    """``--socket PATH`` / ``--bridge NAME``: which daemon to talk to."""
+    fn = click.option("--socket", "socket_path", metavar="PATH", default=None,
+                      help="The daemon's control socket (default: /run/flowpath/BRIDGE.sock).")(fn)
+    fn = click.option("--bridge", "-b", "bridge", metavar="NAME", default="br0",
+                      show_default=True, help="Bridge whose daemon to talk to.")(fn)
+    return fn
+
+
+def connect(socket_path: str | None, bridge: str, *, timeout: float | None = 120.0) -> Any:
+    """A ``ControlClient`` to the daemon (one clear error if it is not there)."""
+    from ofproto.control_io import ControlClient
+    from ofproto.daemon_config import default_socket_path
+    return ControlClient(socket_path or default_socket_path(bridge), timeout=timeout)

@@ -4,7 +4,8 @@
 * ``why-not-offloaded``: the pure translation (``to_flower``) of one flow,
   with the eswitch check; prints the tc command it would install or the
   reason (field / action) it stays in software.
-* ``dump-flows``: flowpath-owned tc filters on a device as dpctl lines.
+* ``dump-flows``: the daemon's flows (tc and software merged), or with
+  ``--dev`` flowpath-owned tc filters on a device, as dpctl lines.
 * ``cleanup``: delete exactly flowpath's filters on a device.
 """
 
@@ -18,7 +19,8 @@ from typing import Any
 
 import click
 
-from cli.common import JSON_OPTION, NETNS_OPTION, emit_json, lines_from, parse_port_maps
+from cli.common import (JSON_OPTION, NETNS_OPTION, connect, daemon_options, emit_json,
+                        lines_from, parse_port_maps)
 from cli.tcrender import render_delete, render_filter
 from dpif import actions as A
 from dpif.actiontext import format_action, format_actions
@@ -386,8 +388,9 @@ def _short_line(entry: dict[str, Any], verbose: bool) -> str:
 
 
 @dpctl.command("dump-flows")
-@click.option("--dev", "devs", multiple=True, required=True, metavar="IFNAME",
-              help="Device whose ingress tc filters to dump (repeatable).")
+@click.option("--dev", "devs", multiple=True, metavar="IFNAME",
+              help="Read tc directly: device whose ingress tc filters to dump (repeatable). "
+                   "Without --dev, ask the daemon.")
 @click.option("--port", "port_opts", multiple=True, metavar="N=IFNAME",
               help="Print device IFNAME as datapath port N.  Without any --port, a "
                    "device's port number is its ifindex.")
@@ -396,14 +399,28 @@ def _short_line(entry: dict[str, Any], verbose: bool) -> str:
               help="Also print ufid, offloaded:yes|no and dp:tc (as dpctl/dump-flows -m).")
 @click.option("--all", "show_all", is_flag=True,
               help="Also list filters that are not flowpath's, marked foreign.")
+@click.option("--type", "dp_type", type=click.Choice(["offloaded", "sw", "all"]),
+              default=None, help="Daemon only: flows in tc (offloaded), in the software "
+                                 "datapath (sw), or both (all, the default).")
+@daemon_options
 @JSON_OPTION
 def dump_flows(devs: tuple[str, ...], port_opts: tuple[str, ...], netns: str | None,
-               verbose: bool, show_all: bool, as_json: bool) -> None:
-    """Dump flowpath's tc flower filters as datapath flows.
+               verbose: bool, show_all: bool, dp_type: str | None, socket_path: str | None,
+               bridge: str, as_json: bool) -> None:
+    """Dump datapath flows: the daemon's (tc and software merged, like
+    ``ovs-appctl dpctl/dump-flows -m``), or with --dev flowpath's tc flower
+    filters read straight from the kernel.
 
     flowpath's filters are those with a priority in 0x0800..0xfeff and a
     16-byte ufid cookie; anything else is foreign and only shown with --all.
     """
+    if not devs:
+        if port_opts or netns or show_all:
+            raise click.UsageError("--port, --netns and --all go with --dev (tc read directly)")
+        _dump_daemon_flows(socket_path, bridge, dp_type or "all", verbose, as_json)
+        return
+    if dp_type is not None:
+        raise click.UsageError("--type asks the daemon; it does not go with --dev")
     from offload.tc_netlink import TcNetlink
     port_map = parse_port_maps(port_opts)
     entries: list[dict[str, Any]] = []
@@ -421,6 +438,27 @@ def dump_flows(devs: tuple[str, ...], port_opts: tuple[str, ...], netns: str | N
         return
     for e in entries:
         click.echo(_short_line(e, verbose))
+
+
+def daemon_flow_line(entry: dict[str, Any], verbose: bool) -> str:
+    """A daemon dump entry as dpctl prints it (``-m``: with ufid, offloaded, dp)."""
+    line: str = entry["line"]
+    if verbose:
+        return line
+    line = line.split(", ", 1)[1] if line.startswith("ufid:") else line
+    return line.replace(f", offloaded:{'yes' if entry['offloaded'] else 'no'}, "
+                        f"dp:{entry['dp']}", "")
+
+
+def _dump_daemon_flows(socket_path: str | None, bridge: str, dp_type: str, verbose: bool,
+                       as_json: bool) -> None:
+    with connect(socket_path, bridge) as c:
+        flows = c.request("dp-dump-flows", type=dp_type)
+    if as_json:
+        emit_json(flows)
+        return
+    for f in flows:
+        click.echo(daemon_flow_line(f, verbose))
 
 
 @dpctl.command()

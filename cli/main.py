@@ -1,7 +1,7 @@
 """``flowpath``: the command line.
 
 Layering: the CLI may import anything; it parses arguments, calls the
-library (or, later, the daemon) and renders.  Command groups live in their
+library (or the daemon, over its control socket) and renders.  Command groups live in their
 own modules (``cli.dpctl``, ``cli.switchdev_cmd``, ``cli.ofctl``).
 
 Errors: every ``FlowpathError`` and every click usage error prints exactly
@@ -96,20 +96,27 @@ _DEBUG = [False]
 def cli(log_level: str, log_json: bool) -> None:
     """flowpath: OpenFlow-style tables -> megaflows -> tc flower offload.
 
-    No daemon is needed for these commands: they work on the library and
-    the kernel directly.  Every listing takes --json.
+    'flowpath daemon run --config FILE' serves a bridge; ofctl add-flow/
+    dump-flows/monitor, dpctl dump-flows and daemon status talk to it over
+    its control socket.  The other commands work on the library and the
+    kernel directly.  Every listing takes --json.
     """
     _DEBUG[0] = log_level == "debug"
     logsetup.configure(json=log_json, level=log_level)
 
 
 def _register() -> None:
+    from cli.daemon_cmd import daemon
     from cli.dpctl import dpctl
     from cli.ofctl import ofctl
+    from cli.ofctl_live import COMMANDS as OFCTL_LIVE
     from cli.switchdev_cmd import switchdev
     cli.add_command(dpctl)
     cli.add_command(switchdev)
+    for cmd in OFCTL_LIVE:
+        ofctl.add_command(cmd)
     cli.add_command(ofctl)
+    cli.add_command(daemon)
 
 
 _register()

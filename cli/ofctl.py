@@ -19,7 +19,8 @@ from ofproto.ruletext import format_match, format_rule, parse_rule
 
 @click.group()
 def ofctl() -> None:
-    """OpenFlow-style rules in ovs-ofctl syntax: parse, trace."""
+    """OpenFlow-style rules in ovs-ofctl syntax: parse, trace (offline); add-flow,
+    add-flows, mod-flows, del-flows, dump-flows, monitor (the daemon)."""
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:

@@ -162,7 +162,8 @@ class ControlCore:
             try:
                 rules.append(parse_rule(text))
             except ParseError as e:
-                raise ParseError(f"rule {n}: {e.message}", text=e.text, pos=e.pos,
+                msg = e.message.removeprefix("rule: ")
+                raise ParseError(f"rule {n}: {msg}", text=e.text, pos=e.pos,
                                  expected=e.expected, **{k: v for k, v in e.context.items()
                                                          if k not in ("pos", "expected")}
                                  ) from None

@@ -156,9 +156,9 @@ class ControlServer:
                 pass
         with self._lock:
             conns, threads = list(self._conns), list(self._threads)
-        for c in conns:
+        for c in conns:  # reading side only: a monitor can still send its final reply
             try:
-                c.shutdown(socket.SHUT_RDWR)
+                c.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
         for t in threads:
@@ -237,7 +237,7 @@ class ControlServer:
                 if deadline is not None and now >= deadline:
                     reason = "timeout"
                     break
-                if _hung_up(conn):
+                if not self._stop.is_set() and _hung_up(conn):
                     return None
                 wait = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - now)
                 with self._cond:
