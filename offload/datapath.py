@@ -41,7 +41,7 @@ chain 0) could not learn its recirc_id.  Such flows say so in their reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -49,7 +49,7 @@ import structlog
 
 from dpif import actions as A
 from dpif.datapath import Datapath
-from dpif.errors import FlowNotFound, OffloadError
+from dpif.errors import DatapathError, FlowNotFound, OffloadError
 from dpif.flow import DpFlow, FlowSpec, FlowStats, Placement, Ufid
 from dpif.match import Match
 from offload import tc_nla as N
@@ -156,14 +156,14 @@ class OffloadDatapath(Datapath):
             return probe
         if old is not None and (old.protocol, old.chain, old.ifindex) == (
                 probe.protocol, probe.chain, probe.ifindex):
-            return replace(probe, prio=old.prio, handle=old.handle)
+            return probe.placed(old.prio, old.handle)
         prio = self._prio(match, probe.protocol)
-        return replace(probe, prio=prio, handle=self._handle(probe.ifindex, probe.chain, prio))
+        return probe.placed(prio, self._handle(probe.ifindex, probe.chain, prio))
 
     def _to_sw(self, spec: FlowSpec, reason: str) -> DpFlow:
         flow = self.sw.put(spec)
         self._sw_reason[spec.ufid] = reason
-        self._log.info("flow in software", ufid=str(spec.ufid), reason=reason)
+        self._log.debug("flow in software", ufid=spec.ufid, reason=reason)
         return replace(flow, placement=Placement("sw", False, reason))
 
     def put(self, spec: FlowSpec) -> DpFlow:
@@ -182,10 +182,58 @@ class OffloadDatapath(Datapath):
             self.tc.add(f)
         except OffloadError as e:
             return self._to_sw(spec, f"tc refused: {e.extack or e.message}")
+        return self._on_tc(spec, f, carried)
+
+    def _on_tc(self, spec: FlowSpec, f: V.FlowerFilter, carried: FlowStats) -> DpFlow:
         self._tc[spec.ufid] = TcFlow(spec.ufid, spec.match, spec.actions, f, carried)
-        self._log.info("flow on tc", ufid=str(spec.ufid), dev=self.ports[
-            spec.match.value("in_port")].ifname, chain=f.chain, prio=f.prio)
+        # per flow, so debug (and lazily rendered): the flow's Placement says it
+        self._log.debug("flow on tc", ufid=spec.ufid, ifindex=f.ifindex, chain=f.chain,
+                        prio=f.prio)
         return DpFlow(spec.ufid, spec.match, spec.actions, carried, self._tc_placement(None))
+
+    def put_many(self, specs: Iterable[FlowSpec]) -> list[DpFlow | DatapathError]:
+        """``put`` of many flows with one pipelined tc batch (an upcall burst,
+        a revalidator sweep).  Each flow gets exactly what ``put`` would give
+        it, in order: its DpFlow, or the DatapathError ``put`` would raise
+        (FlowExists, FlowLimit...), without stopping the others.  Not part of
+        the ``Datapath`` interface (``put`` one by one is the contract)."""
+        out: list[DpFlow | DatapathError | None] = []
+        pending: list[tuple[int, FlowSpec, V.FlowerFilter]] = []
+        for spec in specs:
+            try:
+                self._index.insert(spec.ufid, spec.match, spec.actions)
+            except DatapathError as e:
+                out.append(e)
+                continue
+            try:
+                f = self._translate(spec.match, spec.actions, spec.ufid)
+                if isinstance(f, NotOffloadable):
+                    out.append(self._to_sw(spec, str(f)))
+                else:
+                    pending.append((len(out), spec, f))
+                    out.append(None)
+            except DatapathError as e:
+                self._index.remove(spec.ufid)
+                out.append(e)
+            except BaseException:  # as put: nothing of the unsent batch stays
+                for _, p, _ in pending:
+                    self._index.remove(p.ufid)
+                self._index.remove(spec.ufid)
+                raise
+        try:
+            results = self.tc.install([f for _, _, f in pending])
+        except BaseException:  # no outcome for any of them: none is placed
+            for _, spec, _ in pending:
+                self._index.remove(spec.ufid)
+            raise
+        for (i, spec, f), err in zip(pending, results):
+            try:
+                out[i] = (self._on_tc(spec, f, FlowStats()) if err is None else
+                          self._to_sw(spec, f"tc refused: {err.extack or err.message}"))
+            except DatapathError as e:
+                self._index.remove(spec.ufid)
+                out[i] = e
+        return [o for o in out if o is not None]
 
     def _tc_placement(self, dump: V.FilterDump | None) -> Placement:
         if self.policy is Policy.SKIP_SW:

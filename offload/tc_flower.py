@@ -34,13 +34,14 @@ Mapping, declared in tables below and in ``dpif.fields`` (``Field.flower``):
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dpif import actions as A
 from dpif.errors import ValidationError
 from dpif.fields import (
-    BY_NAME, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FRAG_ANY, FRAG_LATER, IPPROTO_ICMP,
+    BY_NAME, FIELDS, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FRAG_ANY, FRAG_LATER, IPPROTO_ICMP,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Fmt,
 )
 from dpif.flow import Ufid
@@ -89,12 +90,15 @@ _CT_BITS = ((0x01, 1 << 0), (0x02, 1 << 1), (0x04, 1 << 2), (0x20, 1 << 3), (0x1
             (0x08, 1 << 5))
 
 
+_ATTR_KIND = {name: N.ATOM_KIND.get(atom) for name, atom in N.FLOWER_ATTRS}
+
+
 def _to_attr(attr: str, value: int) -> V.Value:
-    kind = N.ATOM_KIND[N.FLOWER_ATOM[attr]]
+    kind = _ATTR_KIND[attr]
     if kind == "mac":
-        return ":".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
+        return value.to_bytes(6, "big").hex(":")
     if kind == "ip4":
-        return str(ipaddress.IPv4Address(value))
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
     if kind == "ip6":
         return str(ipaddress.IPv6Address(value))
     return value
@@ -147,6 +151,35 @@ def _bits_map(value: int, table: tuple[tuple[int, int], ...], reverse: bool = Fa
     return out
 
 
+# Field reads on the hot path, from the field table once (offsets follow
+# dpif.fields' layout, whatever it is): name -> (bit offset, all-ones).
+_POS: dict[str, tuple[int, int]] = {f.name: (f.offset, (1 << f.bits) - 1) for f in FIELDS}
+_ONES: dict[str, int] = {name: ones for name, (_, ones) in _POS.items()}
+
+
+_FIELD_TABLE = tuple((f, f.offset, (1 << f.bits) - 1) for f in FIELDS if f.name not in _SPECIAL)
+
+
+def _get(m: Match, name: str) -> tuple[int, int]:
+    off, ones = _POS[name]
+    return (m.key >> off) & ones, (m.mask >> off) & ones
+
+
+def _value(m: Match, name: str) -> int:
+    off, ones = _POS[name]
+    return (m.key >> off) & ones
+
+
+def _has(m: Match, name: str) -> bool:
+    off, ones = _POS[name]
+    return bool((m.mask >> off) & ones)
+
+
+def _exact(m: Match, name: str) -> bool:
+    off, ones = _POS[name]
+    return (m.mask >> off) & ones == ones
+
+
 class _Keys:
     """Collects flower keys; ``refuse`` records the first reason to stay in software."""
 
@@ -159,9 +192,8 @@ class _Keys:
             self.refusal = NotOffloadable(reason, field=field)
 
     def put(self, fname: str, attr: str, mask_attr: str | None, value: int, mask: int) -> None:
-        f = BY_NAME[fname]
         if mask_attr is None:
-            if mask != f.all_ones:
+            if mask != _ONES[fname]:
                 self.refuse("flower matches this field only exactly", fname)
                 return
             self.keys[attr] = _to_attr(attr, value)
@@ -173,11 +205,11 @@ class _Keys:
 def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
     """Flower keys and tcm protocol for a match (in_port/recirc_id handled by caller)."""
     k = _Keys()
-    et, et_mask = m.get("eth_type")
-    proto, proto_mask = m.get("ip_proto")
+    et, et_mask = _get(m, "eth_type")
+    proto, proto_mask = _get(m, "ip_proto")
     protocol = N.ETH_P_ALL
-    if m.has("vlan_tpid"):
-        tpid = m.value("vlan_tpid")
+    if _has(m, "vlan_tpid"):
+        tpid = _value(m, "vlan_tpid")
         if tpid == 0:  # "no VLAN"
             if et_mask:
                 protocol = et
@@ -185,8 +217,8 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
                 k.keys[_K + "NUM_OF_VLANS"] = 0
         else:
             protocol = tpid
-            if m.has("cvlan_tpid") and m.value("cvlan_tpid"):
-                k.keys[_K + "VLAN_ETH_TYPE"] = m.value("cvlan_tpid")
+            if _has(m, "cvlan_tpid") and _value(m, "cvlan_tpid"):
+                k.keys[_K + "VLAN_ETH_TYPE"] = _value(m, "cvlan_tpid")
                 if et_mask:
                     k.keys[_K + "CVLAN_ETH_TYPE"] = et
             elif et_mask:
@@ -195,16 +227,18 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
         protocol = et
     if et_mask and protocol == et:
         k.keys[_K + "ETH_TYPE"] = et
-    for f, value, mask in m.fields():
-        name = f.name
-        if name in _SPECIAL:
+    mkey, mmask = m.key, m.mask
+    for f, off, ones in _FIELD_TABLE:  # Match.fields() without _SPECIAL, inlined
+        mask = (mmask >> off) & ones
+        if not mask:
             continue
+        name, value = f.name, (mkey >> off) & ones
         if not f.flower:
             k.refuse("tc flower has no key for this field", name)
         else:
             k.put(name, f.flower[0], f.flower[1] if len(f.flower) > 1 else None, value, mask)
     for fname, suffix in (("tp_src", "SRC"), ("tp_dst", "DST")):
-        value, mask = m.get(fname)
+        value, mask = _get(m, fname)
         if mask:
             l4 = _L4_ATTRS.get(proto) if proto_mask == 0xFF else None
             if l4 is None:
@@ -212,7 +246,7 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
             else:
                 k.put(fname, f"{_K}{l4}_{suffix}", f"{_K}{l4}_{suffix}_MASK", value, mask)
     for fname, suffix in (("icmp_type", "TYPE"), ("icmp_code", "CODE")):
-        value, mask = m.get(fname)
+        value, mask = _get(m, fname)
         if mask:
             fam = _ICMP_ATTRS.get((et, proto)) if et_mask and proto_mask == 0xFF else None
             if fam is None:
@@ -222,11 +256,11 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
     # The kernel's flow dissector reads the ARP fields only of a request or a
     # reply (any other op: every arp key reads 0), our parser of any op.
     arp_matched = [n for n in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")
-                   if m.has(n)]
-    if arp_matched and not (m.is_exact("arp_op") and m.value("arp_op") in (1, 2)):
+                   if _has(m, n)]
+    if arp_matched and not (_exact(m, "arp_op") and _value(m, "arp_op") in (1, 2)):
         k.refuse("the kernel reads ARP fields only of a request or reply: an ARP match "
                  "needs arp_op=1 or 2 exactly", arp_matched[0])
-    value, mask = m.get("ip_frag")
+    value, mask = _get(m, "ip_frag")
     # The kernel's flow dissector (cls_flower passes no PARSE_1ST_FRAG) reads
     # no L4 header of any IP fragment: flower sees ports/icmp/tcp_flags 0 on a
     # *first* fragment, where our parser (as OVS's) reads the real ones.  So
@@ -234,7 +268,7 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
     # out: ip_frag=no, or ip_frag=later (no L4 fields on either side).
     # Found by tests/offload/test_differential_kernel.py.
     l4_matched = [n for n in ("tp_src", "tp_dst", "tcp_flags", "icmp_type", "icmp_code")
-                  if m.has(n)]
+                  if _has(m, n)]
     if l4_matched and not ((mask & FRAG_ANY and not value & FRAG_ANY)
                            or (mask & FRAG_LATER and value & FRAG_LATER)):
         k.refuse("flower reads no L4 header of a first fragment: an L4 match needs "
@@ -245,15 +279,15 @@ def _match_keys(m: Match) -> tuple[dict[str, V.Value], int] | NotOffloadable:
             k.refuse("flower cannot match 'later' apart from 'fragment'", "ip_frag")
         else:
             k.keys[_K + "FLAGS"], k.keys[_K + "FLAGS_MASK"] = frag
-    value, mask = m.get("ct_state")
+    value, mask = _get(m, "ct_state")
     if mask:
         if mask & 0xC0:
             k.refuse("flower has no snat/dnat ct_state bits", "ct_state")
         k.keys[_K + "CT_STATE"] = _bits_map(value, _CT_BITS)
         k.keys[_K + "CT_STATE_MASK"] = _bits_map(mask, _CT_BITS)
-    value, mask = m.get("tun_id")
+    value, mask = _get(m, "tun_id")
     if mask:
-        if mask != BY_NAME["tun_id"].all_ones or value >> 32:
+        if mask != _ONES["tun_id"] or value >> 32:
             k.refuse("flower matches only an exact 32-bit tunnel key", "tun_id")
         else:
             k.keys[_K + "ENC_KEY_ID"] = value
@@ -459,12 +493,12 @@ def to_flower(match: Match, actions: A.Actions, ufid: Ufid, *, ports: Mapping[in
               prio: int, handle: int, flags: int,
               check: OutputCheck | None = None) -> V.FlowerFilter | NotOffloadable:
     """The flower filter for a megaflow, or why there is none."""
-    if not match.is_exact("in_port"):
+    if not _exact(match, "in_port"):
         return NotOffloadable("megaflow must match in_port exactly", field="in_port")
-    ingress = ports.get(match.value("in_port"))
+    ingress = ports.get(_value(match, "in_port"))
     if ingress is None:
         return NotOffloadable("ingress port has no netdev", field="in_port")
-    if match.has("recirc_id") and not match.is_exact("recirc_id"):
+    if _has(match, "recirc_id") and not _exact(match, "recirc_id"):
         return NotOffloadable("recirc_id must be exact", field="recirc_id")
     keys = _match_keys(match)
     if isinstance(keys, NotOffloadable):
@@ -475,7 +509,7 @@ def to_flower(match: Match, actions: A.Actions, ufid: Ufid, *, ports: Mapping[in
     try:
         return V.FlowerFilter(ifindex=ingress.ifindex, prio=prio, handle=handle,
                               keys=tuple(keys[0].items()), actions=tuple(acts),
-                              chain=match.value("recirc_id"), protocol=keys[1], flags=flags,
+                              chain=_value(match, "recirc_id"), protocol=keys[1], flags=flags,
                               cookie=ufid.to_bytes())
     except ValidationError as e:
         return NotOffloadable(f"flower refused the translation: {e.message}")

@@ -530,6 +530,16 @@ class FlowerFilter:
     def ident(self) -> tuple[int, int, int, int]:
         return (self.ifindex, self.chain, self.prio, self.handle)
 
+    def placed(self, prio: int, handle: int) -> FlowerFilter:
+        """This filter at another (prio, handle): ``dataclasses.replace``
+        without re-canonicalising keys that already are canonical."""
+        if not (0 < prio < 0x10000 and 0 < handle < (1 << 32)):
+            raise ValidationError("flower filter needs prio 1..65535 and a non-zero handle",
+                                  prio=prio, handle=handle)
+        new = object.__new__(FlowerFilter)
+        new.__dict__.update(self.__dict__, prio=prio, handle=handle)
+        return new
+
     def key(self, name: str) -> Value | None:
         return dict(self.keys).get(name)
 
