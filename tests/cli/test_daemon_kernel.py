@@ -101,7 +101,11 @@ def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, N
                                    "daemon", "run", "--config", str(cfg)], cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=err)
     try:
-        wait_for(lambda: os.path.exists(sock) or daemon.poll() is not None, 60, "the socket")
+        try:  # a cold start in a TCG VM (imports, pyroute2) is slow
+            wait_for(lambda: os.path.exists(sock) or daemon.poll() is not None, 240,
+                     "the socket")
+        except AssertionError:
+            raise AssertionError(f"no socket; daemon stderr: {err_path.read_text()}") from None
         assert daemon.poll() is None, err_path.read_text()
         assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
 
