@@ -143,6 +143,10 @@ class MemPort:
         self.sent.append(packet)
         self._tx_bytes += len(packet)
 
+    def send_batch(self, packets: list[bytes]) -> None:
+        self.sent.extend(packets)
+        self._tx_bytes += sum(map(len, packets))
+
     def fileno(self) -> int:
         return self._efd
 
@@ -284,6 +288,24 @@ class NetdevPort:
         self._tx_packets += 1
         self._tx_bytes += len(packet)
 
+    def send_batch(self, packets: list[bytes]) -> None:
+        """``send`` each packet, in order, with the tx ring filled in one loop."""
+        txr = self._txr
+        if txr is None or self.autoflush:
+            for p in packets:
+                self.send(p)
+            return
+        try:
+            queued, nbytes, rest = txr.put_many(packets)
+        except OSError as exc:  # the kick inside put_many (ring full) failed: gone
+            self._tx_failed(exc, len(packets))
+            return
+        self._tx_packets += queued
+        self._tx_bytes += nbytes
+        self._tx_dropped += len(packets) - queued - len(rest)
+        for p in rest:  # too long for a ring frame
+            self.send(p)
+
     def flush(self) -> None:
         """Hand every queued frame to the kernel (one syscall); never raises."""
         txr = self._txr
@@ -314,9 +336,10 @@ class NetdevPort:
         except OSError as exc:
             raise self._vanished(exc) from exc
 
-    def resync(self) -> bool:
-        """The runner's hint that poll woke us for nothing (see ``RxRing.resync``)."""
-        return isinstance(self._receiver, RxRing) and self._receiver.resync()
+    def stalled(self) -> bool:
+        """Is the next rx frame still being copied by the kernel while a later one is
+        ready?  The runner then backs off instead of polling (see ``RxRing.stalled``)."""
+        return isinstance(self._receiver, RxRing) and self._receiver.stalled()
 
     def check(self) -> None:
         """Raise PortError if the socket reports an error (the device vanished or

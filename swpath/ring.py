@@ -12,7 +12,53 @@ batch, not once per packet).  We pick ``block_size`` as a multiple of
 ``frame_size``, so frame *i* sits at ``i * frame_size`` and the ring is one
 flat array walked with a single index.  x86's loads are not reordered with
 each other, so reading the status before the data is enough; the kernel
-orders its writes with ``smp_wmb``.
+orders its writes with ``smp_mb``/``smp_wmb``.
+
+The kernel's side, as ``tpacket_rcv`` in ``net/packet/af_packet.c`` does it
+for TPACKET_V2 (6.x; the frame states our reader relies on):
+
+1. *claim*, under ``sk_receive_queue.lock``: the frame at ``rx_ring.head``
+   must read ``TP_STATUS_KERNEL`` and its bit in ``rx_owner_map`` must be
+   clear, else the packet is dropped (``tp_drops``, ``TP_STATUS_LOSING`` on
+   the next frame) and **head does not move** -- a full ring never skips a
+   frame.  Otherwise the owner bit is set and ``packet_increment_head``
+   moves head on by one;
+2. *copy*, with the lock dropped: ``skb_copy_bits``, the header fields, the
+   timestamp;
+3. *publish*, under the lock again: ``__packet_set_status(TP_STATUS_USER |
+   ...)``, clear the owner bit, wake the reader.
+
+Nothing between 1 and 3 can bail out, so **every claimed frame is
+published**, but frames are published in claim order only if one context
+writes at a time.  Two receive contexts (two CPUs delivering to one socket;
+this host is itself a VM whose vCPU can be descheduled between 1 and 3) may
+publish frame *i+1* while *i* is still being copied.  A frame being copied
+reads exactly like a free one (``TP_STATUS_KERNEL``), and ``poll`` already
+says POLLIN because it looks at the frame *before* head.  That is the only
+"gap" (our frame not ready, later ones ready) the kernel's code can make,
+and it closes by itself.  The forwarding benchmark saw such gaps and the
+reader used to *skip* to the next ready frame when it saw the same gap on
+two wake-ups.  Skipping is what breaks the ring: the skipped frame is
+published a moment later *behind* the reader; when the kernel's head laps
+round to it, it still reads ``TP_STATUS_USER``, so the kernel drops every
+packet as if the ring were full until the reader has come all the way round
+and taken it (a stale packet, one ring late).  A later skip made from an
+empty ring finds such a stale frame ahead and jumps the reader past the
+kernel's head: the reader then waits at frames it has already released
+while the kernel waits for frames behind the reader -- POLLIN (the frame
+before head is unread) and nothing at our index, the spinning stall.  The
+skip's own check also raced: it read our frame, then scanned on, so a frame
+published between the two reads looked like a gap (measured: every such
+"gap" of a plain reader re-read as ready at once).
+
+So the reader is correct by construction: it takes frames strictly in ring
+order and **never skips one that is not ready** -- the kernel will publish
+it.  ``recv_batch`` stops at the first frame not ready; ``stalled()`` tells
+the caller that a later frame is already published (a frame in flight), so
+it should back off briefly instead of polling (poll would return at once).
+Frames are released in the order taken, so our index and the kernel's head
+never drift apart (``tests/swpath/test_ring_model.py`` checks this against a
+model of the three kernel steps above, with interleaved writers).
 
 What the kernel took out of the frame is put back, so the datapath always sees
 the frame as it was on the wire:
@@ -186,34 +232,41 @@ class RxRing:
         req = _TPACKET_REQ.pack(geometry.block_size, geometry.block_nr, geometry.frame_size,
                                 geometry.frame_nr)
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self._mm: mmap.mmap | None = mmap.mmap(sock.fileno(), geometry.size, mmap.MAP_SHARED,
-                                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mm: mmap.mmap | None = mmap.mmap(
+            sock.fileno(), geometry.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._idx = 0
-        self._gap: tuple[int, int] | None = None
-        self.resyncs = 0
+        #: ``stalled()`` answers that found a frame in flight (see the theory of operation)
+        self.stalls = 0
 
-    def resync(self) -> bool:
-        """Called when poll said "ready" but the frame at our index is not: if a
-        ready frame lies further on and the *same* gap was seen on the previous
-        call too (so it is no frame still being copied), skip to it.  The skipped
-        frames are lost to the kernel's accounting; ``resyncs`` counts the jumps."""
+    @classmethod
+    def on_memory(cls, memory: mmap.mmap, geometry: RingGeometry, *,
+                  vnet_hdr: bool = False) -> RxRing:
+        """A reader over ring memory that is not the kernel's, e.g. an anonymous
+        mmap that tests fill with a model of ``tpacket_rcv``."""
+        if len(memory) < geometry.size:
+            raise ValueError("ring: memory smaller than the geometry")
+        self = cls.__new__(cls)
+        self.geometry, self.vnet_hdr, self.counters = geometry, vnet_hdr, RxCounters()
+        self._mm, self._idx, self.stalls = memory, 0, 0
+        return self
+
+    def stalled(self, lookahead: int = 16) -> bool:
+        """True if the frame at our index is not ready yet while a later one is:
+        the kernel claimed it and is still copying (see the theory of operation).
+        It will be published; the caller backs off and retries, never skips."""
         mm = self._mm
         if mm is None:
             return False
         fs, nframes, idx = self.geometry.frame_size, self.geometry.frame_nr, self._idx
-        if _STATUS.unpack_from(mm, idx * fs)[0] & TP_STATUS_USER:
-            self._gap = None
-            return False
-        for step in range(1, nframes):
-            j = (idx + step) % nframes
-            if _STATUS.unpack_from(mm, j * fs)[0] & TP_STATUS_USER:
-                if self._gap == (idx, j):
-                    self._idx, self._gap = j, None
-                    self.resyncs += 1
-                    return True
-                self._gap = (idx, j)
-                return False
-        self._gap = None
+        status = _STATUS.unpack_from
+        for step in range(1, min(lookahead, nframes)):
+            if status(mm, ((idx + step) % nframes) * fs)[0] & TP_STATUS_USER:
+                # re-read ours *after* the later frame: it may have been published
+                # in between (x86 keeps the two loads in order)
+                if status(mm, idx * fs)[0] & TP_STATUS_USER:
+                    return False
+                self.stalls += 1
+                return True
         return False
 
     def recv_batch(self, max_packets: int) -> list[bytes]:
@@ -235,8 +288,7 @@ class RxRing:
             off = idx * fs
             status, length, snaplen, mac = head(mm, off)
             if not status & TP_STATUS_USER:
-                break
-            self._gap = None
+                break  # free, or claimed and still being copied: wait for it, never skip
             start = off + mac
             if snaplen != length:
                 self.counters.oversize += 1
@@ -315,6 +367,7 @@ TP_STATUS_SENDING = 2
 TP_STATUS_WRONG_FORMAT = 4
 TX_DATA_OFF = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where tx data starts
 _TX_LEN = struct.Struct("=II")  # tp_len, tp_snaplen at offset 4
+_TX_HDR = struct.Struct("=III")  # tp_status, tp_len, tp_snaplen
 
 
 class TxRing:
@@ -322,9 +375,10 @@ class TxRing:
     ``kick`` hands every queued frame to the kernel with one ``send``.
 
     The kernel returns a frame to us (AVAILABLE) when its skb is freed; a frame
-    it could not send comes back WRONG_FORMAT and is counted as dropped.  When
-    no frame is free, ``put`` kicks once (bounded by the socket's SO_SNDTIMEO)
-    and drops the packet if the ring is still full.  One thread only.
+    it could not send comes back WRONG_FORMAT and is counted in ``dropped``
+    (it had been counted as sent).  When no frame is free, ``put`` kicks once
+    (bounded by the socket's SO_SNDTIMEO) and returns False if the ring is
+    still full: that drop is the caller's to count.  One thread only.
     """
 
     def __init__(self, sock: socket.socket, geometry: RingGeometry = RingGeometry(frame_nr=512)) -> None:
@@ -345,7 +399,6 @@ class TxRing:
         """Queue one frame (``len(packet) <= max_len``); False if dropped."""
         mm = self._mm
         if mm is None:
-            self.dropped += 1
             return False
         off = self._idx * self.geometry.frame_size
         status = _STATUS.unpack_from(mm, off)[0]
@@ -358,7 +411,6 @@ class TxRing:
                 if status == TP_STATUS_WRONG_FORMAT:
                     self.dropped += 1
                 elif status != TP_STATUS_AVAILABLE:
-                    self.dropped += 1
                     return False
         n = len(packet)
         start = off + TX_DATA_OFF
@@ -368,6 +420,44 @@ class TxRing:
         self._idx = self._idx + 1 if self._idx + 1 < self.geometry.frame_nr else 0
         self.pending += 1
         return True
+
+    def put_many(self, packets: list[bytes]) -> tuple[int, int, list[bytes]]:
+        """``put`` each packet in order: (frames queued, their bytes, the packets
+        longer than ``max_len``, not queued, for the caller to send otherwise).
+        The packets neither queued nor returned were dropped (ring full)."""
+        mm = self._mm
+        if mm is None:
+            return 0, 0, []
+        fs, nframes, max_len = self.geometry.frame_size, self.geometry.frame_nr, self.max_len
+        status_of, hdr = _STATUS.unpack_from, _TX_HDR.pack_into
+        idx = self._idx
+        total = nbytes = fresh = 0  # fresh: queued since self.pending was last updated
+        rest: list[bytes] = []
+        for packet in packets:
+            n = len(packet)
+            if n > max_len:
+                rest.append(packet)
+                continue
+            off = idx * fs
+            if status_of(mm, off)[0] != TP_STATUS_AVAILABLE:  # the slow path: put()
+                self._idx, self.pending, fresh = idx, self.pending + fresh, 0
+                if self.put(packet):
+                    total += 1
+                    nbytes += n
+                idx = self._idx
+                continue
+            start = off + TX_DATA_OFF
+            mm[start:start + n] = packet
+            # status and lengths in one store: the kernel reads SEND_REQUEST frames
+            # only inside our own send() (tpacket_snd), never concurrently
+            hdr(mm, off, TP_STATUS_SEND_REQUEST, n, n)
+            idx = idx + 1 if idx + 1 < nframes else 0
+            fresh += 1
+            total += 1
+            nbytes += n
+        self._idx = idx
+        self.pending += fresh
+        return total, nbytes, rest
 
     def kick(self, *, wait: bool = False) -> None:
         """Send every queued frame (one syscall); OSError goes to the caller."""

@@ -11,6 +11,14 @@ One thread, one ``select.poll`` over the rx fds of every port.  Each round:
    of its ports, so it turns their ``autoflush`` off while it holds them);
 3. only if no port had anything, ``poll()`` with the remaining timeout.
 
+A wake-up that finds nothing is either a stray event or an rx ring whose next
+frame the kernel has claimed but not yet published while a later one is
+(``RxRing.stalled``; see the theory of operation of ``swpath/ring.py``).
+Then poll would return at once (POLLIN is already true), so the loop backs
+off instead -- a short sleep, doubling from 20 us up to 1 ms -- and reads
+again.  It never skips the frame: the kernel publishes every frame it
+claims.  ``RunStats.stalls`` counts those back-offs.
+
 So under load the loop costs no syscall per packet (the rx ring is read from
 memory) and none per round except when idle.  Draining every port in turn
 keeps one busy port from starving the others.
@@ -57,6 +65,8 @@ from swpath.ports import RxPort
 log = structlog.get_logger("swpath.runner")
 
 _ERRMASK = select.POLLERR | select.POLLNVAL | select.POLLHUP
+_BACKOFF_MIN = 20e-6
+_BACKOFF_MAX = 1e-3
 
 
 def _flush(port: object) -> None:
@@ -83,6 +93,8 @@ class RunStats:
     #: polls that returned an event yet the next round found no packet (a
     #: persistently high count means the loop spins; see docs/performance.md)
     empty_wakeups: int = 0
+    #: back-offs for a frame in flight on an rx ring (see the module docstring)
+    stalls: int = 0
 
 
 class Runner:
@@ -102,6 +114,7 @@ class Runner:
         self._thread: threading.Thread | None = None
         self.last: RunStats | None = None
         self._calls: deque[tuple[Callable[[], object], Future[object]]] = deque()
+        self._version = 0  # bumped when the port set changes
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._poll.register(self._wake, select.POLLIN)
         for p in ports:
@@ -116,6 +129,7 @@ class Runner:
             if hasattr(port, "autoflush"):
                 setattr(port, "autoflush", False)
             self.ports[port.port_no] = port
+            self._version += 1
             self._by_fd[fd] = port
             self._poll.register(fd, select.POLLIN)
             for wfd in getattr(port, "watch_fds", lambda: [])():
@@ -127,6 +141,7 @@ class Runner:
             port = self.ports.pop(port_no, None)
             if port is None:
                 raise PortError("no such port", port_no=port_no)
+            self._version += 1
             if hasattr(port, "autoflush"):
                 _flush(port)
                 setattr(port, "autoflush", True)
@@ -178,9 +193,10 @@ class Runner:
     def _drain(self, ports: list[RxPort]) -> tuple[int, int]:
         n = batches = 0
         process = self.sink.process
+        size = self.batch
         for port in ports:
             try:
-                pkts = port.recv_batch(self.batch)
+                pkts = port.recv_batch(size)
             except PortError as err:
                 self._retire(port, err)
                 continue
@@ -196,15 +212,27 @@ class Runner:
                     self._retire(port, tx_err)  # vanished on transmit
         return n, batches
 
+    @staticmethod
+    def _stalled(ports: list[RxPort], fds: set[int]) -> bool:
+        """Did a port that poll reported readable find its next frame in flight?"""
+        for port in ports:
+            stalled = getattr(port, "stalled", None)
+            if stalled is not None and port.fileno() in fds and stalled():
+                return True
+        return False
+
     def run(self, *, timeout: float | None = None, max_packets: int | None = None,
             max_rounds: int | None = None, stop: Callable[[], bool] | None = None,
             poll_interval: float = 0.05) -> RunStats:
         """Forward until a bound is hit (see the module docstring)."""
         t0 = time.monotonic()
         deadline = None if timeout is None else t0 + timeout
-        packets = batches = rounds = polls = empty = 0
+        packets = batches = rounds = polls = empty = stalls = 0
         woke = False
         woke_fds: set[int] = set()
+        backoff = _BACKOFF_MIN
+        ports: list[RxPort] = []
+        version = -1
         while True:
             if stop is not None and stop():
                 break
@@ -220,19 +248,22 @@ class Runner:
             rounds += 1
             if self._calls:
                 self._run_calls()
-            ports = list(self.ports.values())
+            if version != self._version:
+                version, ports = self._version, list(self.ports.values())
             n, b = self._drain(ports)
             packets += n
             batches += b
             if n:
+                backoff = _BACKOFF_MIN
+                woke = False
                 continue
             if woke:
                 empty += 1
-                for rxp in ports:  # ready per poll, empty per ring: a ring gap?
-                    if rxp.fileno() in woke_fds:
-                        resync = getattr(rxp, "resync", None)
-                        if resync is not None:
-                            resync()
+                if self._stalled(ports, woke_fds):  # a frame in flight: poll won't wait
+                    stalls += 1
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
             wait = poll_interval if deadline is None else min(poll_interval, deadline - now)
             polls += 1
             events = self._poll.poll(max(0, math.ceil(wait * 1000)))  # ceil: no spin
@@ -245,7 +276,8 @@ class Runner:
                 port = self._by_fd.get(fd)
                 if port is not None and (ev & _ERRMASK or fd != port.fileno()):
                     self._check(port, ev)
-        self.last = RunStats(packets, batches, rounds, polls, time.monotonic() - t0, empty)
+        self.last = RunStats(packets, batches, rounds, polls, time.monotonic() - t0, empty,
+                             stalls)
         return self.last
 
     def _check(self, port: RxPort, ev: int) -> None:

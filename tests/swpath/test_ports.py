@@ -197,30 +197,3 @@ def test_call_soon_runs_on_the_loop_thread_and_wakes_it() -> None:
     finally:
         r.stop_and_join(timeout=7)
         r.close()
-
-
-def test_rx_ring_resync_skips_only_a_persistent_gap(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmap as mmap_mod
-
-    from swpath import ring as ring_mod
-
-    g = RingGeometry(frame_size=2048, frame_nr=64, block_size=1 << 16)
-    rr = ring_mod.RxRing.__new__(ring_mod.RxRing)
-    rr.geometry, rr.vnet_hdr, rr.counters = g, False, RxCounters()
-    rr._mm = mmap_mod.mmap(-1, g.size)
-    rr._idx, rr._gap, rr.resyncs = 0, None, 0
-
-    def ready(i: int, payload: bytes) -> None:
-        off = i * g.frame_size
-        struct.pack_into("=IIIH", rr._mm, off, ring_mod.TP_STATUS_USER, len(payload),
-                         len(payload), 64)
-        rr._mm[off + 64:off + 64 + len(payload)] = payload
-
-    ready(3, b"late")  # frames 0..2 never become ready: a hole
-    assert rr.recv_batch(8) == []
-    assert rr.resync() is False  # first sighting: might be frames still being copied
-    assert rr.resync() is True and rr.resyncs == 1
-    assert rr.recv_batch(8) == [b"late"]
-    ready(4, b"next")
-    assert rr.resync() is False  # the frame at our index is ready: nothing to skip
-    assert rr.recv_batch(8) == [b"next"]
