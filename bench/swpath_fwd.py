@@ -137,7 +137,7 @@ def fwd(args: argparse.Namespace) -> None:
     print(f"forwarded={p2.stats().tx_packets + p1.stats().tx_packets} "
           f"seconds={st.seconds:.3f} upcalls={upcalls[0]} rx_dropped="
           f"{p1.stats().rx_dropped} polls={st.polls} empty_wakeups={st.empty_wakeups} "
-          f"resyncs={getattr(p1._receiver, 'resyncs', 0)} "
+          f"stalls={st.stalls} "
           f"batches={st.batches}")
     p1.close()
     p2.close()

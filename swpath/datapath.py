@@ -3,21 +3,31 @@
 Theory of operation
 -------------------
 ``process(in_port, packets)`` is the batch receive entry point (the ports'
-poll loop calls it).  For each packet:
+poll loop calls it).  It works in two passes, like OVS's dpif-netdev
+(``packet_batch_per_flow``):
 
-1. ``parse_key(packet, md)`` with ``md`` = the port's metadata
-   (``in_port``; ``recirc_id`` 0);
-2. ``MegaflowCache.lookup(key)``: EMC, then subtables by rank;
-3. hit: credit the flow (packets, bytes, used, tcp_flags) and run its
-   actions -- a lone ``output`` goes straight to the port, anything else
-   through ``swpath.execute`` whose effects are turned into I/O here;
-4. miss: the ``upcall`` callback ``(packet, key, in_port)`` returns an
-   ``UpcallResult`` -- the megaflow to install (or None) and the actions for
-   this packet -- or None to drop it.  The new megaflow goes into the cache
-   (a refusal -- overlap, flow limit, unsupported action -- is counted, and
-   the packet's actions still run: no packet is lost to a failed install).
-   As in OVS, the upcall's own packet is accounted by the caller (ofproto),
-   not credited to the new flow.
+1. classify each packet: ``parse_key(packet, md)`` with ``md`` = the port's
+   metadata (``in_port``; ``recirc_id`` 0), then
+   ``MegaflowCache.lookup(key)`` (EMC, then subtables by rank); a hit joins
+   its megaflow's group (packets in arrival order; a run of packets of one
+   megaflow costs one identity check each), a miss is handled at once (below);
+2. for each megaflow hit: credit it once (packets, bytes, used, and
+   tcp_flags as the OR of the keys, shifted once) and run its actions on the
+   group -- a lone ``output`` hands the whole group to the port
+   (``send_batch`` when the port has one), anything else goes packet by
+   packet through ``swpath.execute`` whose effects are turned into I/O here.
+
+So packets of one megaflow keep their order; packets of different megaflows
+in one batch may leave in a different order (a miss's packet, handled during
+classification, leaves before the batch's hits), as in OVS.
+
+A miss: the ``upcall`` callback ``(packet, key, in_port)`` returns an
+``UpcallResult`` -- the megaflow to install (or None) and the actions for
+this packet -- or None to drop it.  The new megaflow goes into the cache (a
+refusal -- overlap, flow limit, unsupported action -- is counted, and the
+packet's actions still run: no packet is lost to a failed install).  As in
+OVS, the upcall's own packet is accounted by the caller (ofproto), not
+credited to the new flow.
 
 ``recirc`` re-parses the packet with ``recirc_id`` (and ``dp_hash``) in the
 metadata and looks it up again, at most ``max_recirc`` deep (OVS: 6).
@@ -34,6 +44,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
+from functools import reduce
+from operator import or_
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -147,8 +159,11 @@ class SwDatapath(Datapath):
             md = self._md[in_port] = _IN_PORT.put(in_port)
         lookup = self.cache.lookup
         stats = self.parse_stats
-        ports = self._ports
-        now = self.clock()
+        # classify: the packets (and keys) of each megaflow hit, in arrival order
+        groups: dict[CacheEntry, tuple[list[bytes], list[int]]] = {}
+        last: CacheEntry | None = None
+        lpkts: list[bytes] = []
+        lkeys: list[int] = []
         hits = 0
         for pkt in packets:
             key = parse_key(pkt, md, stats)
@@ -156,22 +171,49 @@ class SwDatapath(Datapath):
             if e is None:
                 self._miss(pkt, key, in_port, 0)
                 continue
-            hits += 1
-            e.packets += 1
-            e.bytes += len(pkt)
-            e.used = now
-            e.tcp_flags |= (key >> _TCP_FLAGS_OFS) & 0xFFF
-            acts = e.actions
-            if len(acts) == 1 and type(acts[0]) is Output:
-                port = ports.get(acts[0].port)
-                if port is not None:
-                    port.send(pkt)
+            if e is last:
+                lpkts.append(pkt)
+                lkeys.append(key)
+                continue
+            g = groups.get(e)
+            if g is None:
+                g = groups[e] = ([], [])
+            last, (lpkts, lkeys) = e, g
+            lpkts.append(pkt)
+            lkeys.append(key)
+        # execute and credit each megaflow once per batch
+        if groups:
+            ports = self._ports
+            now = self.clock()
+            for e, (pkts, keys) in groups.items():
+                n = len(pkts)
+                hits += n
+                e.packets += n
+                e.bytes += sum(map(len, pkts))
+                e.used = now
+                flags = (reduce(or_, keys) >> _TCP_FLAGS_OFS) & 0xFFF
+                if flags:
+                    e.tcp_flags |= flags
+                acts = e.actions
+                if len(acts) == 1 and type(acts[0]) is Output:
+                    port = ports.get(acts[0].port)
+                    if port is None:
+                        self._count("tx_no_port", n)
+                    elif n == 1:
+                        port.send(pkts[0])
+                    else:
+                        send_batch = getattr(port, "send_batch", None)
+                        if send_batch is not None:
+                            send_batch(pkts)
+                        else:
+                            for pkt in pkts:
+                                port.send(pkt)
                 else:
-                    self._count("tx_no_port")
-            else:
-                self._run(pkt, key, acts, in_port, 0)
-        self._count("rx", len(packets))
-        self._count("hit", hits)
+                    for pkt, key in zip(pkts, keys):
+                        self._run(pkt, key, acts, in_port, 0)
+        counters = self.counters
+        counters["rx"] = counters.get("rx", 0) + len(packets)
+        counters["hit"] = counters.get("hit", 0) + hits
 
     def _credit(self, e: CacheEntry, pkt: bytes, key: int) -> None:
         e.packets += 1
