@@ -166,3 +166,36 @@ def test_interleaved_writers_lose_nothing_claimed_and_keep_claim_order(
     k.copy(slot, b"after")
     k.publish(slot)
     assert rx.recv_batch(1) == [b"after"]
+
+
+def test_runs_with_a_frame_to_fix_up_and_across_the_wrap() -> None:
+    """The strided fast path and the frame-by-frame path agree: a VLAN frame
+    (``TP_STATUS_VLAN_VALID``) and a truncated one inside runs that wrap."""
+    k, rx = pair()
+    eth = bytes(range(12)) + b"\x08\x00" + b"payload"
+    for _ in range(GEOM.frame_nr - 3):  # move head and our index near the end
+        s = k.claim()
+        assert s is not None
+        k.copy(s, eth)
+        k.publish(s)
+    assert len(rx.recv_batch(GEOM.frame_nr)) == GEOM.frame_nr - 3
+    want = []
+    for i in range(8):
+        s = k.claim()
+        assert s is not None
+        pkt = eth + bytes([i])
+        k.copy(s, pkt)
+        k.publish(s)
+        off = s * GEOM.frame_size
+        if i == 2:  # the kernel stripped a tag into the header
+            struct.pack_into("=HH", k.mm, off + 24, 0x0064, 0x8100)
+            struct.pack_into("=I", k.mm, off, TP_STATUS_USER | 0x10 | 0x40)
+            want.append(pkt[:12] + b"\x81\x00\x00\x64" + pkt[12:])
+        elif i == 5:  # truncated to the snap length: dropped and counted
+            struct.pack_into("=I", k.mm, off + 4, len(pkt) + 100)
+        else:
+            want.append(pkt)
+    got = rx.recv_batch(2) + rx.recv_batch(64)
+    assert got == want
+    assert rx.counters.oversize == 1
+    assert rx.recv_batch(64) == [] and not k.readable()
