@@ -12,6 +12,8 @@ own fresh namespace:
 
 * ``put``      -- ``OffloadDatapath.put`` of each megaflow (translation,
                  bookkeeping, one netlink round trip per flow);
+* ``put_many`` -- ``OffloadDatapath.put_many`` of all of them (the same
+                 translation and bookkeeping, one pipelined tc batch);
 * ``install``  -- ``to_flower`` of every megaflow, then one batched
                  ``TcNetlink.install`` (translation time shown apart);
 * ``tc -batch``-- ``tc -n NS -batch FILE`` with the same filters, the file
@@ -49,7 +51,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dpif.actions import Output  # noqa: E402
-from dpif.flow import FlowSpec, Ufid  # noqa: E402
+from dpif.flow import DpFlow, FlowSpec, Ufid  # noqa: E402
 from dpif.match import Match  # noqa: E402
 from offload import tc_nla as N  # noqa: E402
 from offload import tc_values as V  # noqa: E402
@@ -171,6 +173,23 @@ def run_put(specs: list[FlowSpec], profile: bool) -> dict[str, float]:
     return res
 
 
+def run_put_many(specs: list[FlowSpec]) -> dict[str, float]:
+    res: dict[str, float] = {}
+    with fresh_ns("pm") as ns:
+        tc = TcNetlink(netns=ns)
+        dp = OffloadDatapath(tc, SwDatapath(flow_limit=len(specs) + 1), policy=Policy.SKIP_HW,
+                             flow_limit=len(specs) + 1)
+        dp.add_port(1, "bp0")
+        dp.add_port(2, "bp1")
+        res["put_many"], out = timed(lambda: dp.put_many(specs))
+        bad = [o for o in out if not isinstance(o, DpFlow) or o.placement.dp != "tc"]
+        assert not bad, [str(o) for o in bad[:3]]
+        res["dp.dump(pm)"], got = timed(lambda: list(dp.dump()))
+        assert len(got) == len(specs)
+        tc.close()
+    return res
+
+
 def run_install(specs: list[FlowSpec]) -> tuple[dict[str, float], list[V.FlowerFilter]]:
     res: dict[str, float] = {}
     with fresh_ns("inst") as ns:
@@ -242,6 +261,7 @@ def main() -> int:
         ri, filters = run_install(specs)
         r.update(ri)
         r.update(run_tc_batch(filters))
+        r.update(run_put_many(specs))
         if n <= args.no_put_above:
             r.update(run_put(specs, args.profile and i == 0))
         print(f"# N={n}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r.items()), flush=True)
@@ -256,11 +276,13 @@ def main() -> int:
     print("|--:|---|--:|--:|--:|")
     for n, r in rows:
         print(row(n, "OffloadDatapath.put (one by one)", r.get("put"), r["tc -batch"], "tc -batch"))
+        print(row(n, "OffloadDatapath.put_many (batched)", r["put_many"], r["tc -batch"],
+                  "tc -batch"))
         print(row(n, "to_flower + TcNetlink.install (batched)", r["translate"] + r["install"],
                   r["tc -batch"], "tc -batch"))
         print(row(n, "  of which TcNetlink.install", r["install"], r["tc -batch"], "tc -batch"))
-        print(row(n, "OffloadDatapath.dump (with stats)", r.get("dp.dump"), r["tc show"],
-                  "tc -s show"))
+        print(row(n, "OffloadDatapath.dump (with stats)", r.get("dp.dump", r["dp.dump(pm)"]),
+                  r["tc show"], "tc -s show"))
         print(row(n, "TcNetlink.dump (with stats)", r["tc.dump"], r["tc show"], "tc -s show"))
     return 0
 
