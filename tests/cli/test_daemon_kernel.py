@@ -113,7 +113,10 @@ def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, N
                                 "--socket", sock, "--count", str(N), "--timeout", "60",
                                 "--json"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: monitors(sock) == 1, 30, "the monitor to subscribe")
+        # the CLI's cold start in a TCG VM takes a while too
+        wait_for(lambda: mon.poll() is not None or monitors(sock) == 1, 240,
+                 "the monitor to subscribe")
+        assert mon.poll() is None, mon.communicate()
         rx = h2.popen(sys.executable, "-c", RECEIVER, "4")
         assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
         code = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
