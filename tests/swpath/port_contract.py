@@ -214,6 +214,21 @@ class PortContract:
         time.sleep(port_env.settle)
         assert port_env.transmitted() == frames
 
+    def test_send_batch_in_order_across_the_tx_ring_and_counted(self,
+                                                                 port_env: PortEnv) -> None:
+        """``send_batch`` (what ``SwDatapath`` hands a megaflow's packets to) is
+        ``send`` of each packet in order; 3 x 200 frames wrap a 512-frame tx ring."""
+        port = port_env.port
+        if hasattr(port, "autoflush"):
+            port.autoflush = False
+        frames = [self.frame(port_env, i, outbound=True, size=60 + i % 50) for i in range(600)]
+        for k in range(0, 600, 200):
+            port.send_batch(frames[k:k + 200])
+            self.flush(port)
+            assert self.sent_frames(port_env, k + 200) == frames[:k + 200]
+        s = port.stats()
+        assert (s.tx_packets, s.tx_bytes, s.tx_dropped) == (600, sum(map(len, frames)), 0)
+
     def test_own_transmits_are_never_received(self, port_env: PortEnv) -> None:
         port = port_env.port
         frames = [self.frame(port_env, i, outbound=True) for i in range(10)]
