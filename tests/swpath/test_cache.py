@@ -57,20 +57,34 @@ class Linear:
         return hits[0] if hits else None
 
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("put"), masks(), packet_keys()),
-    st.tuples(st.just("del"), st.integers(0, 40), st.just(0)),
-    st.tuples(st.just("mod"), st.integers(0, 40), st.just(0)),
-    st.tuples(st.just("look"), packet_keys(), st.just(0)),
-    st.tuples(st.just("rerank"), st.just(0), st.just(0)),
-), max_size=80)
+@st.composite
+def scripts(draw: st.DrawFn) -> list[tuple[str, int, int]]:
+    """Steps over megaflows whose masks mostly share a ``base`` (so the
+    projection index has a common mask to split on), with some that lack it
+    (they narrow the common mask: unindexed subtables, then a rebuild)."""
+    port = BY_NAME["in_port"].all_ones  # not maskable
+    base = draw(st.sampled_from([0, _mask_of({"in_port": port}),
+                                 _mask_of({"in_port": port, "ipv4_dst": 7})]))
+    m = st.builds(lambda m, b: m | (base if b else 0), masks(), st.integers(0, 4).map(bool))
+    return draw(st.lists(st.one_of(
+        st.tuples(st.just("put"), m, packet_keys()),
+        st.tuples(st.just("del"), st.integers(0, 40), st.just(0)),
+        st.tuples(st.just("mod"), st.integers(0, 40), st.just(0)),
+        st.tuples(st.just("look"), packet_keys(), st.just(0)),
+        st.tuples(st.just("rerank"), st.just(0), st.just(0)),
+        st.tuples(st.just("rebuild"), st.just(0), st.just(0)),
+    ), max_size=80))
 
 
-@settings(max_examples=300, deadline=None)
-@given(ops, st.sampled_from([0, 4]), st.lists(packet_keys(), min_size=1, max_size=30))
+@settings(max_examples=400, deadline=None)
+@given(scripts(), st.sampled_from([0, 4]), st.sampled_from([0, 10_000]),
+       st.lists(packet_keys(), min_size=1, max_size=30))
 def test_cache_equals_linear_scan(script: list[tuple[str, int, int]], emc: int,
-                                  probes: list[int]) -> None:
-    cache = MegaflowCache(emc_size=emc, rerank_every=3)
+                                  rebuild_at: int, probes: list[int]) -> None:
+    # rebuild_at=0: the index is rebuilt only by the amortized rule (or the
+    # "rebuild" step), so lookups meet unindexed subtables and stale candidates;
+    # 10_000: rebuilt at every change that dirties it.
+    cache = MegaflowCache(emc_size=emc, rerank_every=3, rebuild_at=rebuild_at)
     lin = Linear()
     ufids: list[Ufid] = []
     for op, a, b in script:
@@ -99,6 +113,12 @@ def test_cache_equals_linear_scan(script: list[tuple[str, int, int]], emc: int,
             probes.append(a)
         elif op == "rerank":
             cache.rerank()
+        elif op == "rebuild":
+            cache.rebuild()
+        common = cache.index_common
+        if common is not None:  # the index's mask is within every indexed one
+            assert all(m.mask & common == common for m in lin.flows.values()) \
+                or cache.unindexed
         for k in probes:  # after every step: EMC can never go stale
             e = cache.lookup(k)
             assert (e.ufid if e else None) == lin.lookup(k)
@@ -181,3 +201,58 @@ def test_empty_subtable_goes_away() -> None:
     assert c.masks == [] and len(c) == 0
     with pytest.raises(FlowNotFound):
         c.get(Ufid(1))
+
+
+def _ipv4(port: int, dst: int, **kw: int) -> Match:
+    return _m(in_port=port, eth_type=0x800, ipv4_dst=dst, **kw)
+
+
+def test_index_answers_with_the_one_flow_under_a_projection() -> None:
+    c = MegaflowCache(emc_size=0)
+    for i in range(40):  # 4 masks over a common in_port+eth_type+ipv4_dst
+        extra = ({}, {"tp_dst": 80}, {"ip_proto": 6}, {"ip_ttl": 64})[i % 4]
+        c.insert(Ufid(i + 1), _ipv4(1, i, **extra), ())
+    assert c.index_common == _ipv4(0, 0).mask | 0 and c.unindexed == 0
+    k = _m(in_port=1, eth_type=0x800, ipv4_dst=6, tp_dst=80, ip_proto=6, ip_ttl=64).key
+    e = c.lookup(k)
+    assert e is not None and e.ufid == Ufid(7)
+    assert c.lookup(k & ~_m(ip_proto=6).mask) is None  # the one flow is checked, not trusted
+    assert c.lookup(_m(in_port=1, eth_type=0x800, ipv4_dst=99).key) is None
+
+
+def test_unindexed_subtable_until_rebuild() -> None:
+    c = MegaflowCache(emc_size=0, rebuild_at=0, rerank_every=8)
+    for i in range(20):
+        c.insert(Ufid(i + 1), _ipv4(1, i, **({} if i % 2 else {"tp_dst": 80})), ())
+    c.rebuild()
+    common = c.index_common
+    assert common == _ipv4(0, 0).mask
+    c.insert(Ufid(100), _m(in_port=2, eth_type=0x86DD), ())  # no ipv4_dst: narrows common
+    assert c.unindexed == 1 and c.index_common == common
+    v6 = _m(in_port=2, eth_type=0x86DD, ipv4_dst=3).key
+    for _ in range(40):  # the unindexed subtable is probed
+        e = c.lookup(v6)
+        assert e is not None and e.ufid == Ufid(100)
+    # enough lookups and changes pay for a rebuild: common narrows, all indexed
+    changes = 0
+    while c.unindexed:
+        c.remove(Ufid(changes + 1))
+        c.insert(Ufid(200 + changes), _ipv4(1, changes + 1000), ())
+        changes += 1
+        assert changes <= 20  # (21 flows + REBUILD_SLACK) / 2 units of work at most
+    assert changes > 2  # not at once: the cache is past rebuild_at
+    assert c.unindexed == 0 and c.index_common == _m(in_port=0, eth_type=0).mask
+    assert c.lookup(v6) is not None and c.lookup(_ipv4(1, 1005).key) is not None
+
+
+def test_plain_search_when_the_projection_does_not_split() -> None:
+    c = MegaflowCache(emc_size=0)
+    c.insert(Ufid(1), _m(in_port=1, ip_proto=6, tp_dst=81), ())
+    c.insert(Ufid(2), _m(in_port=1, tp_dst=80, ip_ttl=1), ())
+    c.insert(Ufid(3), _m(in_port=1, ip_proto=17, ip_ttl=2), ())
+    assert c.index_common is None  # all project to in_port=1: nothing to gain
+    for p in range(2, 80):  # tried again after amortized work: now it splits
+        c.insert(Ufid(p + 2), _m(in_port=p, ip_proto=6, tp_dst=81), ())
+    assert c.index_common == _m(in_port=0).mask
+    e = c.lookup(_m(in_port=1, tp_dst=80, ip_ttl=1).key)
+    assert e is not None and e.ufid == Ufid(2)
