@@ -10,9 +10,16 @@ per-field objects are made per packet.
 
 Two paths produce the *same* key (a test holds them to it):
 
-* ``parse_key`` first tries a fast path for the common frame -- Ethernet,
-  no VLAN, IPv4 without options, not a fragment, TCP or UDP, all headers
-  present -- with a fixed set of unpacks and shifts;
+* ``parse_key`` first tries a fast path for the common frame profiles --
+  Ethernet with no VLAN tag or one 802.1Q/802.1ad tag, IPv4 without
+  options, not a fragment, TCP or UDP, all headers present.  Each profile
+  is one precompiled ``struct.Struct`` (the untagged one is always read
+  first; a tagged frame re-reads from its tag) that yields the key's
+  fields in layout order, adjacent ones together (``eth_dst|eth_src`` as
+  32+64 bits, ``ip_ttl|ip_proto``, ``ipv4_src|ipv4_dst``,
+  ``tp_src|tp_dst``).  The key is then one Horner chain from ``eth_dst``
+  down: ``x = x << gap | next`` per value, every gap derived from the
+  field offsets, and ``md`` ORed last;
 * anything else goes to ``parse_layers``, the general walk: Ethernet
   (802.2 SNAP too), up to two VLAN tags (802.1Q / 802.1ad, outer in
   ``vlan_*``, inner in ``cvlan_*``, ``eth_type`` is the innermost ethertype),
@@ -72,7 +79,6 @@ O_IPV4_DST = _O["ipv4_dst"]
 O_IP_TOS, O_IP_TTL = _O["ip_tos"], _O["ip_ttl"]
 O_TP_DST, O_TCP_FLAGS = _O["tp_dst"], _O["tcp_flags"]
 
-_ETH_IPV4 = ETH_TYPE_IPV4 << O_ETH_TYPE
 _V4 = struct.Struct("!BBHHHBBHII")  # vihl tos len id frag ttl proto csum src dst
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
@@ -140,32 +146,66 @@ def packet_tcp_flags(packet: bytes) -> int:
 
 def parse_key(packet: bytes, md: int = 0, stats: ParseStats | None = None) -> int:
     """The flow key of ``packet`` with metadata ``md`` ORed in.  Never raises."""
-    # Fast path: Ethernet / IPv4 (ihl 5, not a fragment) / TCP or UDP, one
-    # unpack, each field shifted to its offset.
-    if len(packet) >= 54:
-        (eth, et, vihl, tos, tlen, _, frag, ttl, proto, _, src, dst, sport, dport,
-         off) = _FAST.unpack_from(packet)
-        if (et == 0x0800 and vihl == 0x45 and not frag & 0x3FFF
-                and 20 <= tlen <= len(packet) - 14):
+    n = len(packet)
+    if n >= 54:  # fast path (see the theory of operation); n becomes the L3 length
+        # dh|dl: eth_dst (32 high bits) | eth_dst (16 low) eth_src (48)
+        dh, dl, et, vihl, tos, tlen, frag, ttlp, sd, ports, off = _UNTAGGED.unpack_from(packet)
+        if et == 0x0800:
+            x = (dh << 64 | dl) << _S_SRC_TYPE | 0x0800
+            n -= 14
+        elif (et == 0x8100 or et == 0x88A8) and n >= 58:
+            tci, inner, vihl, tos, tlen, frag, ttlp, sd, ports, off = _TAGGED.unpack_from(
+                packet, 14)
+            x = 0 if inner != 0x0800 else (((((dh << 64 | dl) << _S_SRC_TPID | et)
+                                             << _S_TPID_PCP | tci >> 13) << _S_PCP_VID
+                                            | tci & 0xFFF) << _S_VID_TYPE | 0x0800)
+            n -= 18
+        else:
+            x = 0  # no profile: eth_type(0x0800) is never 0 in one
+        if x and vihl == 0x45 and not frag & 0x3FFF and 20 <= tlen <= n:
+            proto = ttlp & 0xFF
             if proto == 6:
                 if off >= 0x5000 and (off >> 12) * 4 + 20 <= tlen:
-                    return (md | _ETH_IPV4 | _from(eth, "big") << O_ETH_SRC
-                            | src << O_IPV4_SRC | dst << O_IPV4_DST | 6 << O_IP_PROTO
-                            | tos << O_IP_TOS | ttl << O_IP_TTL | sport << O_TP_SRC
-                            | dport << O_TP_DST | (off & 0xFFF) << O_TCP_FLAGS)
+                    return ((((((x << _S_TYPE_TOS | tos) << _S_TOS_PROTO | ttlp)
+                                << _S_PROTO_DST | sd) << _S_DST_TPDST | ports)
+                             << _S_TPDST_FLAGS | off & 0xFFF) << O_TCP_FLAGS | md)
             elif proto == 17 and tlen >= 28:
-                return (md | _ETH_IPV4 | _from(eth, "big") << O_ETH_SRC
-                        | src << O_IPV4_SRC | dst << O_IPV4_DST | 17 << O_IP_PROTO
-                        | tos << O_IP_TOS | ttl << O_IP_TTL | sport << O_TP_SRC
-                        | dport << O_TP_DST)
+                return ((((x << _S_TYPE_TOS | tos) << _S_TOS_PROTO | ttlp)
+                         << _S_PROTO_DST | sd) << _S_DST_TPDST | ports) << O_TP_DST | md
     p = parse_layers(packet, md)
     if p.problem is not None and stats is not None:
         stats.count(p.problem)
     return p.key
 
 
-# eth(dst,src) type | IPv4 header without options | sport dport (seq ack) off+flags
-_FAST = struct.Struct("!12sHBBHHHBBHIIHH8xH")
+# The fast path's profiles.  From the ethertype on, both read the same bytes:
+# type, IPv4 version+ihl, tos, total length, (id), flags+fragment offset,
+# ttl|proto, (checksum), src|dst, sport|dport, (seq, ack), data offset+flags.
+_L3L4 = "HBBH2xHH2xQI8xH"
+_UNTAGGED = struct.Struct("!IQ" + _L3L4)  # eth_dst|eth_src as 32 + 64 bits
+_TAGGED = struct.Struct("!H" + _L3L4)  # from byte 14: the TCI, then as above
+assert _UNTAGGED.size == 48 and _TAGGED.size == 38  # up to the TCP flags
+
+# The Horner chain's shifts: the distance from each value's lowest field to
+# the next one's.  Values read together must be adjacent in the layout, and
+# the chain must go down the layout.
+O_VLAN_TPID, O_VLAN_PCP, O_VLAN_VID = _O["vlan_tpid"], _O["vlan_pcp"], _O["vlan_vid"]
+_S_SRC_TYPE = O_ETH_SRC - O_ETH_TYPE
+_S_SRC_TPID = O_ETH_SRC - O_VLAN_TPID
+_S_TPID_PCP = O_VLAN_TPID - O_VLAN_PCP
+_S_PCP_VID = O_VLAN_PCP - O_VLAN_VID
+_S_VID_TYPE = O_VLAN_VID - O_ETH_TYPE
+_S_TYPE_TOS = O_ETH_TYPE - O_IP_TOS
+_S_TOS_PROTO = O_IP_TOS - O_IP_PROTO  # ip_ttl|ip_proto
+_S_PROTO_DST = O_IP_PROTO - O_IPV4_DST  # ipv4_src|ipv4_dst (ip_frag 0 between)
+_S_DST_TPDST = O_IPV4_DST - O_TP_DST  # tp_src|tp_dst
+_S_TPDST_FLAGS = O_TP_DST - O_TCP_FLAGS
+assert O_IP_TTL == O_IP_PROTO + 8 and O_IPV4_SRC == O_IPV4_DST + 32
+assert O_TP_SRC == O_TP_DST + 16
+assert _O["eth_dst"] == O_ETH_SRC + 48
+assert min(_S_SRC_TYPE - 16, _S_SRC_TPID - 16, _S_TPID_PCP - 3, _S_PCP_VID - 12, _S_VID_TYPE - 16,
+           _S_TYPE_TOS - 8, _S_TOS_PROTO - 16, _S_PROTO_DST - 64, _S_DST_TPDST - 32,
+           _S_TPDST_FLAGS - 12) >= 0, "the fast path's fields must go down the layout"
 
 
 def _put(name: str, value: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,9 @@ from dpif.match import pack, unpack
 from tests.swpath.swframes import (
     arp, eth, ext, frag6, icmp, ipv4, ipv6, nd, sctp, tcp, udp,
 )
+import swpath.parse as parse_mod
 from swpath.parse import (
-    ETH_TYPE_NONE, METADATA_MASK, ParseStats, packet_len, packet_tcp_flags, parse_key,
+    ETH_TYPE_NONE, METADATA_MASK, Parsed, ParseStats, packet_len, packet_tcp_flags, parse_key,
     parse_layers,
 )
 
@@ -269,3 +271,67 @@ def test_fuzz_mutated_frames_never_raise(fe: tuple[bytes, dict[str, int]],
     k = parse_key(data, 0, stats)
     assert parse_layers(data).key == k
     assert packet_tcp_flags(data) >= 0
+
+
+# -- the fast path's profiles: each one taken, and equal to the general path -----
+
+PROFILES = [(tags, proto) for tags in (0, 1) for proto in (6, 17)]
+
+
+@st.composite
+def profile_frames(draw: st.DrawFn, tags: int, proto: int) -> tuple[bytes, dict[str, int]]:
+    """A frame of one fast-path profile (Ethernet, ``tags`` VLAN tags, IPv4
+    without options, not a fragment, TCP or UDP) and its fields."""
+    vlan = tuple(draw(st.lists(tag, min_size=tags, max_size=tags)))
+    h, exp = eth(draw(u48), draw(u48), 0x0800, vlan)
+    src, dst, tos, ttl = draw(u32), draw(u32), draw(u8), draw(u8)
+    sport, dport = draw(u16), draw(u16)
+    payload = bytes(draw(st.integers(0, 30)))
+    if proto == 6:
+        flags = draw(st.integers(0, 0xFFF))
+        opts = bytes(4 * draw(st.integers(0, 10)))  # data offset 5..15
+        l4 = tcp(sport, dport, flags, payload, opts)
+        exp["tcp_flags"] = flags
+    else:
+        l4 = udp(sport, dport, payload)
+    frame = h + ipv4(src, dst, proto, l4, tos=tos, ttl=ttl, df=draw(st.booleans()))
+    exp.update(ipv4_src=src, ipv4_dst=dst, ip_proto=proto, ip_tos=tos, ip_ttl=ttl,
+               tp_src=sport, tp_dst=dport)
+    return frame + bytes(max(0, 60 - len(frame))), exp  # padded to the Ethernet minimum
+
+
+@pytest.mark.parametrize(("tags", "proto"), PROFILES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_fast_path_profile_taken_and_exact(tags: int, proto: int, data: st.DataObject) -> None:
+    frame, exp = data.draw(profile_frames(tags, proto))
+    md = pack({"in_port": data.draw(u32), "recirc_id": data.draw(u32)})
+    general = parse_layers(frame, md).key
+    assert general == pack({k: v for k, v in exp.items() if v}) | md
+    with pytest.MonkeyPatch.context() as m:  # the fast path answers alone
+        m.setattr(parse_mod, "parse_layers", _no_general)
+        assert parse_key(frame, md) == general
+
+
+def _no_general(packet: bytes, md: int = 0) -> Parsed:
+    raise AssertionError("the fast path handed a profile frame to the general path")
+
+
+@pytest.mark.parametrize(("tags", "proto"), PROFILES)
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_fast_path_profile_near_misses_equal_general(tags: int, proto: int,
+                                                     data: st.DataObject) -> None:
+    """Profile frames with the bytes the fast path checks changed (ethertypes,
+    version/ihl, total length, fragment bits, protocol, data offset) or cut."""
+    frame = bytearray(data.draw(profile_frames(tags, proto))[0])
+    l3 = 14 + 4 * tags
+    spots = [12, 13, l3 - 2, l3 - 1, l3, l3 + 2, l3 + 3, l3 + 6, l3 + 7, l3 + 9, l3 + 32]
+    for pos in data.draw(st.lists(st.sampled_from(spots), max_size=3)):
+        frame[pos] = data.draw(st.sampled_from([0, 0x08, 0x45, 0x46, 0x81, 0x88, 0xA8, 0x20,
+                                                0x3F, 0x50, 0xFF, 6, 17, data.draw(u8)]))
+    if proto == 6 and data.draw(st.booleans()):  # TCP data offset one word past the end?
+        frame[l3 + 32] = (frame[l3 + 32] + 0x10) & 0xFF
+    cut = data.draw(st.integers(40, len(frame)))
+    for f in (bytes(frame), bytes(frame[:cut])):
+        assert parse_key(f, 7) == parse_layers(f, 7).key
