@@ -8,8 +8,11 @@ process next to two yardsticks:
 * linear  a scan over every megaflow (``key & mask == match.key``), on a
           smaller sample because it is slow.
 
-Rows: tuple space search without EMC (``tss``), with EMC (``tss+emc``), the
-parser alone on a 64-byte TCP frame (``parse``) and parse+lookup
+Rows: the cache without EMC (``tss``: the projection index, then the
+subtables it does not answer for), plain tuple space search without EMC on
+the same flows (``tss-plain``, ``MegaflowCache(use_index=False)``), the cache
+with EMC (``tss+emc``), the parser alone on a 64-byte TCP frame (``parse``)
+and on the same frame with one VLAN tag (``parse-vlan``), and parse+lookup
 (``parse+emc``).  Timing is best of
 ``--repeat`` runs (min), to damp other load on the machine.
 
@@ -69,12 +72,12 @@ def frame_for(i: int) -> bytes:
     return eth + ip + tcp + bytes(64 - 54)
 
 
-def build(nflows: int, nmasks: int, seed: int = 1) -> tuple[MegaflowCache, list[int],
-                                                            list[Match], list[bytes]]:
+def build(nflows: int, nmasks: int, seed: int = 1, use_index: bool = True
+          ) -> tuple[MegaflowCache, list[int], list[Match], list[bytes]]:
     rng = random.Random(seed)
     masks = make_masks(nmasks, rng)
     md = Match.build(in_port=1).key
-    cache = MegaflowCache(flow_limit=nflows * 2, emc_size=8192)
+    cache = MegaflowCache(flow_limit=nflows * 2, emc_size=8192, use_index=use_index)
     keys, matches, frames = [], [], []
     for i in range(nflows):
         fr = frame_for(i)
@@ -118,9 +121,12 @@ def main() -> None:
     print(f"{'masks':>5} {'variant':<10} {'ns/lookup':>10} {'Mlookups/s':>11} {'x floor':>8}")
     for nmasks in (1, 4, 16, 64):
         cache, keys, matches, frames = build(args.flows, nmasks)
+        plain = build(args.flows, nmasks, use_index=False)[0]
+        plain.emc_size = 0
         order = zipf_sample(args.flows, args.lookups)
         stream = [keys[i] for i in order]
         fstream = [frames[i] for i in order]
+        vstream = [f[:12] + b"\x81\x00\x00\x0a" + f[12:-4] for f in fstream]  # vid 10
         exact = {k: i for i, k in enumerate(keys)}
 
         def floor() -> None:
@@ -133,6 +139,11 @@ def main() -> None:
             for k in stream:
                 look(k)
 
+        def tss_plain() -> None:
+            look = plain._lookup_subtables
+            for k in stream:
+                look(k)
+
         def tss_emc() -> None:
             look = cache.lookup
             for k in stream:
@@ -142,6 +153,10 @@ def main() -> None:
 
         def parse_only() -> None:
             for f in fstream:
+                parse_key(f, md)
+
+        def parse_vlan() -> None:
+            for f in vstream:
                 parse_key(f, md)
 
         def parse_emc() -> None:
@@ -161,17 +176,21 @@ def main() -> None:
 
         for k in stream[:50]:  # sanity: everyone agrees with the linear scan
             e = cache.lookup_nocache(k)
-            assert e is not None and e.match.matches(k)
+            assert e is not None and e.match.matches(k) and plain.lookup_nocache(k) is not None
+        print(f"{nmasks:>5} index: {'on' if cache.index_common is not None else 'off'}, "
+              f"{cache.unindexed} unindexed subtables, {cache.rebuilds} rebuilds")
         f_t = best(floor, args.repeat) / len(stream)
         emc_size = cache.emc_size
         rows: list[tuple[str, float]] = [("floor", f_t)]
         cache.emc_size = 0
         cache.clear_emc()
         rows.append(("tss", best(tss, args.repeat) / len(stream)))
+        rows.append(("tss-plain", best(tss_plain, args.repeat) / len(stream)))
         cache.emc_size = emc_size
         cache.rerank()
         rows.append(("tss+emc", best(tss_emc, args.repeat) / len(stream)))
         rows.append(("parse", best(parse_only, args.repeat) / len(stream)))
+        rows.append(("parse-vlan", best(parse_vlan, args.repeat) / len(stream)))
         rows.append(("parse+emc", best(parse_emc, args.repeat) / len(stream)))
         rows.append(("linear", best(linear, max(1, args.repeat // 2)) / len(lin_stream)))
         for name, t in rows:

@@ -169,12 +169,15 @@ class MegaflowCache:
 
     ``emc_size=0`` turns the EMC off.  ``flow_limit`` bounds the megaflows.
     A cache of up to ``rebuild_at`` flows rebuilds its index as soon as it
-    gets dirty; a larger one waits for the amortized rule.
+    gets dirty; a larger one waits for the amortized rule.  ``use_index=False``
+    keeps it plain tuple-space search (for comparison).
     """
 
     def __init__(self, *, flow_limit: int = 200_000, emc_size: int = 8192,
-                 rerank_every: int = 4096, rebuild_at: int = 256) -> None:
+                 rerank_every: int = 4096, rebuild_at: int = 256,
+                 use_index: bool = True) -> None:
         self.flow_limit = flow_limit
+        self.use_index = use_index
         self.rebuild_at = rebuild_at
         self.emc_size = emc_size
         self.rerank_every = rerank_every
@@ -279,6 +282,7 @@ class MegaflowCache:
     def rebuild(self) -> None:
         """Recompute ``common`` and the index from every subtable, O(flows)."""
         self._work = 0
+        self._dirty = self._reconsider = False
         self.rebuilds += 1
         self._unindexed = []
         self._interned = {}
@@ -288,14 +292,14 @@ class MegaflowCache:
             st.indexed = False
         self._common = common
         self._index = None
-        if len(self._subtables) < 2:
-            return  # one probe either way
+        if len(self._subtables) < 2 or not self.use_index:
+            return  # (one subtable: one probe either way)
         self._index = {}
         for _, table, st in self._ranked:
             st.indexed = True
             for e in table.values():
                 self._index_add(st, e)
-        self._dirty = self._reconsider = False
+        self._dirty = False  # (_index_add flags long tuples; judged just below)
         cands = sum(1 if isinstance(v, CacheEntry) else len(v) for v in self._index.values())
         if cands * 2 > len(self._index) * len(self._subtables):
             self._index = None  # the projection does not split the flows

@@ -77,14 +77,15 @@ def scripts(draw: st.DrawFn) -> list[tuple[str, int, int]]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(scripts(), st.sampled_from([0, 4]), st.sampled_from([0, 10_000]),
+@given(scripts(), st.sampled_from([0, 4]), st.sampled_from([0, 10_000]), st.booleans(),
        st.lists(packet_keys(), min_size=1, max_size=30))
 def test_cache_equals_linear_scan(script: list[tuple[str, int, int]], emc: int,
-                                  rebuild_at: int, probes: list[int]) -> None:
+                                  rebuild_at: int, use_index: bool, probes: list[int]) -> None:
     # rebuild_at=0: the index is rebuilt only by the amortized rule (or the
     # "rebuild" step), so lookups meet unindexed subtables and stale candidates;
-    # 10_000: rebuilt at every change that dirties it.
-    cache = MegaflowCache(emc_size=emc, rerank_every=3, rebuild_at=rebuild_at)
+    # 10_000: rebuilt at every change that dirties it; use_index=False: plain TSS.
+    cache = MegaflowCache(emc_size=emc, rerank_every=3, rebuild_at=rebuild_at,
+                          use_index=use_index)
     lin = Linear()
     ufids: list[Ufid] = []
     for op, a, b in script:
