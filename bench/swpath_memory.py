@@ -1,7 +1,8 @@
 """Memory per megaflow in the software cache at 200k flows (tracemalloc).
 
 Counts everything the cache allocates for the flows: entries, matches, key
-ints, ufids, the action tuples, the subtable and ufid dicts.  The flows are
+ints, ufids, the action tuples, the subtable and ufid dicts, the projection
+index (``--no-index``: without it) and the overlap projection indexes.  The flows are
 made the way an upcall makes them (a parsed packet key & a mask), over 4
 masks.  The EMC is empty (it is bounded at emc_size entries regardless).
 
@@ -30,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", type=int, default=200_000)
     ap.add_argument("--masks", type=int, default=4)
+    ap.add_argument("--no-index", action="store_true", help="MegaflowCache(use_index=False)")
     args = ap.parse_args()
     import random
     masks = [Match.build({k: (v, v) for k, v in m.items()}).mask
@@ -39,7 +41,7 @@ def main() -> None:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    cache = MegaflowCache(flow_limit=args.flows, emc_size=8192)
+    cache = MegaflowCache(flow_limit=args.flows, emc_size=8192, use_index=not args.no_index)
     for i, key in enumerate(keys):
         mask = masks[i % len(masks)]
         cache.insert(Ufid(0x5EED << 64 | i), Match.from_packet_key(key, mask),
@@ -49,7 +51,8 @@ def main() -> None:
     total = sum(s.size_diff for s in after.compare_to(before, "filename"))
     tracemalloc.stop()
     print(f"{len(cache)} megaflows over {args.masks} masks: {total / 2**20:.1f} MiB, "
-          f"{total / len(cache):.0f} bytes per megaflow (goal < 1024)")
+          f"{total / len(cache):.0f} bytes per megaflow (goal < 1024); projection index "
+          f"{'on' if cache.index_common is not None else 'off'}")
 
 
 if __name__ == "__main__":
