@@ -77,9 +77,9 @@ from swpath.ring import (
     RingGeometry,
     RxCounters,
     RxRing,
-    TxRing,
     read_stats,
 )
+from swpath.txring import TxRing
 
 __all__ = ["MISS_PRIO", "MemPort", "MissChannel", "NetdevPort", "PortStats", "RxPort", "in_netns"]
 
