@@ -27,6 +27,13 @@ same, else it is deleted from its datapath (tc or software) and from the
 bridge's ukeys, and the next packet makes a fresh upcall.  Counters of
 deleted flows are credited to their rules first.
 
+Rule timeouts: ``expire`` (every second, from the daemon's timer, on the
+datapath thread like any command) first credits flow counters to their rules
+-- a rule's idle time is measured from the last packet of any of its flows,
+in tc or in software -- then removes the rules past their ``idle_timeout``
+or ``hard_timeout`` and revalidates, so their flows go too.  With no timed
+rule it does nothing (no dump).
+
 Rule counters: the upcall's own packet is credited by the bridge; packets
 that then hit the installed megaflow (tc or software) are credited by
 ``credit_stats``, which reads each flow's counters and adds the growth
@@ -146,6 +153,18 @@ class ControlCore:
         except Exception as e:  # noqa: BLE001 - a bug must not kill the datapath thread
             self.log.error("request failed", cmd=req.cmd, error=repr(e), exc_info=True)
             return error_reply(e)
+
+    def expire(self, now: float | None = None) -> int:
+        """Remove rules past their idle/hard timeout (and their flows); how many."""
+        tables = self.bridge.tables
+        if not tables.has_timeouts:
+            return 0
+        self._credit_stats()
+        gone = tables.expire(self.bridge.clock() if now is None else now)
+        if gone:
+            removed = self._revalidate()
+            self.log.info("rules expired", rules=len(gone), flows_removed=removed)
+        return len(gone)
 
     def packet_ins(self, since: int) -> tuple[list[PacketIn], int]:
         """Queued packet-ins after ``since`` and the newest seq (datapath thread)."""

@@ -11,6 +11,8 @@ Theory of operation
   one thread owns all bridge and datapath state, so nothing races);
 * the main thread accepts control connections (``ofproto.control_io``),
   one short-lived thread per connection, none of which touches the bridge.
+* a timer thread submits ``ControlCore.expire`` (rule idle/hard timeouts)
+  to the datapath thread every ``TICK`` second, like any command.
 
 Start: the rules file is parsed first (a bad rule names ``FILE:LINE``
 before anything touches the kernel); then the ``Switch`` is built (ports,
@@ -63,25 +65,50 @@ class Service:
                  ) -> None:
         self.core = ControlCore(bridge, info)
         self.server = ControlServer(socket_path, self.core, runner.call_soon)
+        self.runner = runner
         self._thread: threading.Thread | None = None
+        self._ticks = threading.Event()  # set: the timer stops
+        self._timer: threading.Thread | None = None
+
+    def _tick_loop(self) -> None:
+        """Every TICK seconds, rule timeouts on the datapath thread."""
+        while not self._ticks.wait(TICK):
+            try:
+                self.runner.call_soon(self.core.expire).result(self.server.call_timeout)
+            except Exception as e:  # noqa: BLE001 - log, keep ticking
+                log.warning("rule expiry failed", error=repr(e))
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Thread(target=self._tick_loop, daemon=True,
+                                       name="flowpath-timer")
+        self._timer.start()
 
     def serve(self, stop: threading.Event) -> None:
         """Bind and serve in this thread until ``stop``."""
         self.server.bind()
+        self._start_timer()
         self.server.serve(stop)
 
     def start(self) -> None:
         """Bind, then serve in a background thread (tests)."""
         self.server.bind()
+        self._start_timer()
         self._thread = threading.Thread(target=self.server.serve, daemon=True,
                                         name="flowpath-accept")
         self._thread.start()
 
     def close(self) -> None:
+        self._ticks.set()
+        if self._timer is not None:
+            self._timer.join(self.server.call_timeout + 1)
+            self._timer = None
         self.server.close()
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
+
+
+TICK = 1.0  # seconds between rule-timeout checks (OVS checks about once a second)
 
 
 def read_rules(path: str) -> list[Rule]:

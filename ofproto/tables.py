@@ -236,6 +236,11 @@ class FlowTables:
                                          st.created, last)
         return True
 
+    @property
+    def has_timeouts(self) -> bool:
+        """Whether any stored rule has an idle or hard timeout."""
+        return bool(self._timed)
+
     def expire(self, now: float) -> list[Rule]:
         """Remove and return rules idle for ``idle_timeout`` or older than ``hard_timeout``."""
         gone: list[tuple[int, str]] = []

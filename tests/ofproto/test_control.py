@@ -228,3 +228,42 @@ def test_close_ends_a_waiting_monitor() -> None:
         assert not t.is_alive()
         assert got == [{"delivered": 0, "reason": "shutdown", "last_seq": 0}]
         c.close()
+
+
+def test_expire_removes_timed_out_rules_and_their_flows() -> None:
+    now = [100.0]
+    sw = SwDatapath(clock=lambda: now[0])
+    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw,
+                clock=lambda: now[0])
+    sw.upcall = br.handle_upcall
+    mem = {n: MemPort(n) for n in (1, 2)}
+    for m in mem.values():
+        sw.add_port(m)
+    core = ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock()))
+    assert core.expire() == 0  # no timed rule: nothing to do
+    call(core, "add-flows", rules=["priority=10,udp,idle_timeout=5,actions=output:2",
+                                   "priority=5,hard_timeout=8,actions=drop",
+                                   "priority=0,actions=drop"])
+    sw.process(1, [udp()])
+    assert len(list(sw.dump())) == 1
+    now[0] = 103.0
+    sw.process(1, [udp()])  # a hit in the datapath keeps the rule alive
+    now[0] = 107.0
+    assert core.expire() == 0  # idle 4 s since the last packet
+    now[0] = 108.5
+    assert core.expire() == 2  # idle 5.5 s, and the hard timeout of 8 s
+    assert [r["priority"] for r in call(core, "dump-flows")] == [0]
+    assert list(sw.dump()) == []  # their flow went with them
+    sw.process(1, [udp()])
+    assert len(mem[2].sent) == 2  # the next packet follows the rules left: drop
+
+
+def test_service_timer_expires_rules_while_serving() -> None:
+    with rig() as r:
+        with ControlClient(r.socket) as c:
+            c.request("add-flows", rules=["priority=7,hard_timeout=1,actions=drop",
+                                          "priority=0,actions=drop"])
+            deadline = time.monotonic() + 10
+            while len(c.request("dump-flows")) == 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert [x["priority"] for x in c.request("dump-flows")] == [0]
