@@ -526,6 +526,15 @@ class FlowerFilter:
             raise ValidationError("cookie must be <= 16 bytes and needs an action",
                                   cookie=self.cookie.hex())
 
+    @classmethod
+    def trusted(cls, **fields: Any) -> FlowerFilter:
+        """A filter from fields known to be valid and canonical already (a
+        kernel dump that passed ``tc_dumpfast``'s checks): no validation, no
+        re-canonicalisation.  Every field must be given."""
+        new = object.__new__(cls)
+        new.__dict__.update(fields)
+        return new
+
     @property
     def ident(self) -> tuple[int, int, int, int]:
         return (self.ifindex, self.chain, self.prio, self.handle)

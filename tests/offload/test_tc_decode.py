@@ -24,6 +24,7 @@ from dpif import actions as A
 from dpif.errors import OffloadError
 from dpif.match import Match
 from offload import tc_decode as D
+from offload import tc_dumpfast as F
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload import tc_wire as W
@@ -100,6 +101,10 @@ def dump_message(f: FlowerFilter, stats: list[tuple[int, int, int, int, int]] | 
 def same(msg: bytes) -> V.FilterDump | None:
     ours, ref = D.decode_message(msg), reference(msg)
     assert ours == ref, (ours, ref)
+    fast = F.decode_message(msg)  # the dump's fast path: the same value, or the same error
+    assert fast == ref, (fast, ref)
+    if fast is not None:  # and the same fields, not merely equal ones (frozen, no __init__)
+        assert vars(fast.filter) == vars(ref.filter) and vars(fast) == vars(ref)  # type: ignore[union-attr]
     return ours
 
 
@@ -273,3 +278,58 @@ def test_fast_canonical_checks_refuse_what_the_slow_path_refuses() -> None:
     assert V._normalise("TCA_FLOWER_KEY_ETH_DST", "2:0:0:0:0:1") == "02:00:00:00:00:01"
     assert V._normalise("TCA_FLOWER_KEY_IPV6_SRC", "::ffff:1.2.3.4") == "::ffff:102:304"
     assert V._normalise("TCA_FLOWER_KEY_UDP_DST", True) is True  # bool is an int, as before
+
+
+# --- the dump's fast path (tc_dumpfast) ---------------------------------------------------
+
+
+def _no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any) -> None:
+        raise AssertionError("tc_dumpfast fell back to the generic decoder")
+    monkeypatch.setattr(F.D, "decode_message", boom)
+
+
+@pytest.mark.parametrize("case", sorted(KEY_CASES))
+def test_fast_path_takes_the_kernel_shape_without_fallback(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol, keys = KEY_CASES[case]
+    f = FlowerFilter(ifindex=3, prio=10, handle=0x11, chain=4, protocol=protocol, keys=keys,
+                     actions=(V.Mirred(5), V.Gact.drop()), cookie=b"\xab" * 16)
+    msg = dump_message(f, [(1, 60, 0, 0, 12), (2, 3, 4, 5, 6)], in_hw_count=1,
+                       extra_flags=N.TCA_CLS_FLAGS_IN_HW)
+    want = reference(msg)
+    _no_fallback(monkeypatch)
+    assert F.decode_message(msg) == want
+
+
+@pytest.mark.parametrize("case", sorted(ACTION_CASES))
+def test_fast_path_other_action_kinds_without_fallback(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = FlowerFilter(ifindex=3, prio=1, handle=1, actions=ACTION_CASES[case](7), cookie=b"u")
+    msg = dump_message(f, [(10 + i, 1000 + i, 1, 60, 250 * i) for i in range(len(f.actions))])
+    want = reference(msg)
+    _no_fallback(monkeypatch)
+    assert F.decode_message(msg) == want
+
+
+def test_fast_path_irregular_keys_go_through_canonical_keys() -> None:
+    """A key without its mask, a zero mask, keys out of order: what a kernel
+    does not dump, but the fast path still gives the validated value."""
+    f = FlowerFilter(ifindex=3, prio=1, handle=1, protocol=0x800, actions=(V.Gact.drop(),),
+                     keys={"TCA_FLOWER_KEY_ETH_TYPE": 0x800, "TCA_FLOWER_KEY_IP_PROTO": 17,
+                           "TCA_FLOWER_KEY_UDP_DST": 80})
+    num = {n: i for i, (n, _) in enumerate(N.FLOWER_ATTRS)}
+    body = (W.attr(num["TCA_FLOWER_KEY_UDP_DST"], struct.pack(">H", 80))  # no mask
+            + W.attr(num["TCA_FLOWER_KEY_ETH_TYPE"], struct.pack(">H", 0x800))
+            + W.attr(num["TCA_FLOWER_KEY_IP_PROTO"], b"\x11")
+            + W.attr(num["TCA_FLOWER_KEY_IPV4_SRC"], b"\x0a\0\0\x01")
+            + W.attr(num["TCA_FLOWER_KEY_IPV4_SRC_MASK"], b"\0\0\0\0"))  # zero mask
+    bare = FlowerFilter(ifindex=3, prio=1, handle=1, protocol=0x800, actions=(V.Gact.drop(),))
+    msg = bytearray(dump_message(bare, [(1, 2, 3, 4, 5)]))
+    o = 36 + 12 + 8  # nlmsghdr + tcmsg, TCA_KIND "flower", TCA_CHAIN: TCA_OPTIONS
+    assert struct.unpack_from("=H", msg, o + 2)[0] == W._T_OPTIONS
+    new_b = msg[:o + 4] + body + msg[o + 4:]
+    struct.pack_into("=I", new_b, 0, len(new_b))
+    struct.pack_into("=H", new_b, o, struct.unpack_from("=H", new_b, o)[0] + len(body))
+    got = same(bytes(new_b))
+    assert got is not None and got.filter.keys == f.keys

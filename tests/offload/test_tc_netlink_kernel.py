@@ -292,9 +292,10 @@ def test_batched_install_is_faster(dev: Any, capsys: Any) -> None:
 
 
 def test_hand_decoder_matches_pyroute2_on_kernel_dumps(dev: Any) -> None:
-    """tc_decode (the dump path) against pyroute2's parser on what 6.1 really
-    dumps: every key group, every action, stats, timestamps, in_hw_count."""
+    """tc_decode and tc_dumpfast (the dump path) against pyroute2's parser on
+    what 6.1 really dumps: every key group, every action, stats, timestamps, in_hw_count."""
     from offload import tc_decode as D
+    from offload import tc_dumpfast as F
     from offload.tc_values import decode_filter
 
     ns, tc, ifindex, peer = dev
@@ -305,14 +306,19 @@ def test_hand_decoder_matches_pyroute2_on_kernel_dumps(dev: Any) -> None:
                          cookie=b"\x07" * (n % 17))
             for n, build in enumerate(ACTION_CASES.values(), start=1)]
     assert tc.install(put) == [None] * len(put)
-    seen = 0
+    seen = seen_fast = 0
     for data, start, end in tc.dump_messages(ifindex):
         ref = N.tcmsg_flower(data[start:end])
         ref.decode()
         ours = D.decode_message(data, start, end)
-        assert ours == decode_filter(ref)
+        want = decode_filter(ref)
+        assert ours == want
+        assert F.decode_message(data, start, end) == want
+        if want is not None:  # the kernel's shape: the fast path itself, no fallback
+            assert F._decode(data, start, end) == want
+            seen_fast += 1
         seen += ours is not None
-    assert seen == len(put)
+    assert seen == seen_fast == len(put)
     assert {d.filter for d in tc.dump(ifindex)} == set(put)
 
 
