@@ -236,7 +236,7 @@ def _options(kind: str, d: bytes, s: int, e: int) -> tuple[V.TcAction, int | Non
         if table is None:
             return V.UnknownAction(kind), None
         opts = D.Attrs(table.decode(d, s, e))
-        decoder = V._ACTION_DECODERS.get(kind)
+        decoder = V.ACTION_DECODERS.get(kind)
         action = decoder(opts) if decoder else V.UnknownAction(kind)
         tm = opts.get_attr(N.ACTION_PREFIX[kind] + "_TM")
         return action, (tm["lastuse"] * 1000 // _TICK if tm is not None else None)
