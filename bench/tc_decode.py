@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from offload import tc_decode as D  # noqa: E402
 from offload import tc_dumpfast as F  # noqa: E402
+from offload import tc_dumpshape as S  # noqa: E402
 from offload import tc_nla as N  # noqa: E402
 from offload import tc_values as V  # noqa: E402
 from offload.tc_flower import PortInfo, to_flower  # noqa: E402
@@ -77,15 +78,18 @@ def main() -> None:
     for label, msgs in (("install-bench megaflows", bench_messages(n)),
                         ("tc test cases (all key groups and actions)", case_messages() * 20)):
         for m in msgs[:200]:
-            assert F.decode_message(m) == D.decode_message(m) == pyroute2(m)
+            assert S.decode_message(m) == F.decode_message(m) == D.decode_message(m) == pyroute2(m)
         slow = per_filter(pyroute2, msgs[:1000])
         generic = per_filter(D.decode_message, msgs)
         fast = per_filter(F.decode_message, msgs)
+        shaped = per_filter(S.decode_message, msgs)
         print(f"{label}: {len(msgs)} messages")
         print(f"  pyroute2 + decode_filter:        {slow * 1e6:8.1f} us/filter")
         print(f"  tc_decode.decode_message:        {generic * 1e6:8.1f} us/filter")
         print(f"  tc_dumpfast.decode_message:      {fast * 1e6:8.1f} us/filter"
               f"   ({slow / fast:.1f}x pyroute2, {generic / fast:.1f}x tc_decode)")
+        print(f"  tc_dumpshape.decode_message:     {shaped * 1e6:8.1f} us/filter"
+              f"   ({slow / shaped:.1f}x pyroute2, {generic / shaped:.1f}x tc_decode)")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ of our own (opened on first use, in the netns, via pyroute2's
   outcome.  Acks are capped (NETLINK_CAP_ACK: the request is not echoed).
 * Dump: one RTM_GETTFILTER request with NLM_F_DUMP, then ``recv_into`` one
   1 MiB buffer until NLMSG_DONE; each multipart datagram is split and
-  decoded by ``tc_dumpfast`` (falling back to ``tc_decode``; pyroute2's parser is the tests' reference).
+  decoded by ``tc_dumpshape`` (a compiled Struct per message shape), else
+  ``tc_dumpfast``, else ``tc_decode``; pyroute2's parser is the tests' reference.
 * Encoding: whatever ``tc_wire`` does not cover (``FastEncodeUnsupported``,
   e.g. an ``UnknownAction``) is encoded by pyroute2 (which says why it
   cannot, if it cannot), with our sequence number.
@@ -62,7 +63,7 @@ from pyroute2.netlink.rtnl import RTM_DELTFILTER, RTM_GETTFILTER, RTM_NEWTFILTER
 
 from dpif.errors import DeviceError, OffloadError
 from offload import tc_decode as D
-from offload import tc_dumpfast as F
+from offload import tc_dumpshape as S
 from offload import tc_nla as N
 from offload.tc_values import FilterDump, FlowerFilter, delete_msg, encode_filter
 from offload.tc_wire import (
@@ -248,7 +249,7 @@ class TcNetlink:
     def dump(self, ifindex: int, chain: int | None = None) -> list[FilterDump]:
         """Every flower filter on the ingress of ``ifindex`` (all chains unless
         ``chain``), decoded, with counters.  Other classifiers are skipped."""
-        decode = F.decode_message
+        decode = S.decode_message
         out = []
         for data, start, end in self.dump_messages(ifindex, chain):
             dumped = decode(data, start, end)

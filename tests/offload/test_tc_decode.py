@@ -25,6 +25,7 @@ from dpif.errors import OffloadError
 from dpif.match import Match
 from offload import tc_decode as D
 from offload import tc_dumpfast as F
+from offload import tc_dumpshape as S
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload import tc_wire as W
@@ -103,6 +104,11 @@ def same(msg: bytes) -> V.FilterDump | None:
     assert ours == ref, (ours, ref)
     fast = F.decode_message(msg)  # the dump's fast path: the same value, or the same error
     assert fast == ref, (fast, ref)
+    for _ in range(2):  # by shape: the first call learns it, the second reads by it
+        shaped = S.decode_message(msg)
+        assert shaped == ref, (shaped, ref)
+        if shaped is not None:
+            assert vars(shaped.filter) == vars(ref.filter)  # type: ignore[union-attr]
     if fast is not None:  # and the same fields, not merely equal ones (frozen, no __init__)
         assert vars(fast.filter) == vars(ref.filter) and vars(fast) == vars(ref)  # type: ignore[union-attr]
     return ours
@@ -333,3 +339,46 @@ def test_fast_path_irregular_keys_go_through_canonical_keys() -> None:
     struct.pack_into("=H", new_b, o, struct.unpack_from("=H", new_b, o)[0] + len(body))
     got = same(bytes(new_b))
     assert got is not None and got.filter.keys == f.keys
+
+
+def test_shapes_are_reused_across_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filters of one mask: one shape, learnt once, then every message read by
+    it -- other addresses, ports, handles, counters, cookies, flags; a zero
+    mask or a VLAN ethertype in a message of that shape goes down the
+    checked path."""
+    S._SHAPES.clear()
+    S._TRIES.clear()
+    K = "TCA_FLOWER_KEY_"
+
+    def msg(i: int, mask: str = "255.255.255.0", eth_type: int = 0x800) -> bytes:
+        f = FlowerFilter(ifindex=3, prio=2, handle=i + 1, protocol=0x800, chain=i % 3,
+                         keys={K + "ETH_TYPE": 0x800, K + "IP_PROTO": 17,
+                               K + "IPV4_DST": f"10.{i % 250}.{i // 250}.0",
+                               K + "IPV4_DST_MASK": mask, K + "UDP_DST": 1000 + i},
+                         flags=N.TCA_CLS_FLAGS_SKIP_HW, actions=(V.Mirred(4 + i % 2),),
+                         cookie=i.to_bytes(16, "big"))
+        raw = bytearray(dump_message(f, [(i, 60 * i, i // 2, 30 * i, 250 + i)],
+                                     in_hw_count=i % 2,
+                                     extra_flags=N.TCA_CLS_FLAGS_IN_HW if i % 2 else 0))
+        if eth_type != 0x800:
+            at = raw.index(struct.pack("=HH", 6, N.FLOWER_ORDER[K + "ETH_TYPE"]))
+            struct.pack_into(">H", raw, at + 4, eth_type)
+        return bytes(raw)
+
+    assert same(msg(0)) is not None
+    assert sum(len(v) for v in S._SHAPES.values()) == 1
+    real = F._decode
+    monkeypatch.setattr(F, "_decode", lambda *a: pytest.fail("not read by its shape"))
+    for i in range(1, 60):
+        m = msg(i)
+        assert S.decode_message(m) == reference(m)
+    monkeypatch.setattr(F, "_decode", real)
+    for odd in (msg(7, mask="0.0.0.0"), msg(8, eth_type=0x8100)):
+        want = None
+        try:
+            want = reference(odd)
+        except Exception as exc:  # noqa: BLE001 -- then ours raises the same
+            with pytest.raises(type(exc)):
+                S.decode_message(odd)
+        else:
+            assert S.decode_message(odd) == want

@@ -296,6 +296,7 @@ def test_hand_decoder_matches_pyroute2_on_kernel_dumps(dev: Any) -> None:
     what 6.1 really dumps: every key group, every action, stats, timestamps, in_hw_count."""
     from offload import tc_decode as D
     from offload import tc_dumpfast as F
+    from offload import tc_dumpshape as S
     from offload.tc_values import decode_filter
 
     ns, tc, ifindex, peer = dev
@@ -317,6 +318,8 @@ def test_hand_decoder_matches_pyroute2_on_kernel_dumps(dev: Any) -> None:
         if want is not None:  # the kernel's shape: the fast path itself, no fallback
             assert F._decode(data, start, end) == want
             seen_fast += 1
+            assert S.decode_message(data, start, end) == want  # learns the shape
+            assert S.decode_message(data, start, end) == want  # reads by it
         seen += ours is not None
     assert seen == seen_fast == len(put)
     assert {d.filter for d in tc.dump(ifindex)} == set(put)
