@@ -221,7 +221,19 @@ class MegaflowCache:
                     return v
                 return self._probe(key, (), self._unindexed)
             return self._probe(key, v or (), self._unindexed)  # type: ignore[arg-type]
-        return self._probe(key, (), self._ranked)
+        # plain tuple-space search, inline (no index: this is the whole lookup)
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self.rerank()
+        for mask, table, st in self._ranked:
+            e = table.get(key & mask)
+            if e is not None:
+                st.hits += 1
+                if self.emc_size:
+                    self._emc_fill(key, e)
+                return e
+        self.misses += 1
+        return None
 
     def _probe(self, key: int, first: tuple[Probe, ...], then: list[Probe]) -> CacheEntry | None:
         """Probe subtables ``first`` then ``then``; counts toward reranking.  (A
