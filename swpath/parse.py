@@ -162,10 +162,11 @@ def parse_key(packet: bytes, md: int = 0, stats: ParseStats | None = None) -> in
             n -= 18
         else:
             x = 0  # no profile: eth_type(0x0800) is never 0 in one
-        if x and vihl == 0x45 and not frag & 0x3FFF and 20 <= tlen <= n:
+        # (tlen >= 20 follows from the TCP and UDP length checks)
+        if x and vihl == 0x45 and not frag & 0x3FFF and tlen <= n:
             proto = ttlp & 0xFF
             if proto == 6:
-                if off >= 0x5000 and (off >> 12) * 4 + 20 <= tlen:
+                if _TCP_MIN_TLEN[off >> 12] <= tlen:
                     return ((((((x << _S_TYPE_TOS | tos) << _S_TOS_PROTO | ttlp)
                                 << _S_PROTO_DST | sd) << _S_DST_TPDST | ports)
                              << _S_TPDST_FLAGS | off & 0xFFF) << O_TCP_FLAGS | md)
@@ -185,6 +186,9 @@ _L3L4 = "HBBH2xHH2xQI8xH"
 _UNTAGGED = struct.Struct("!IQ" + _L3L4)  # eth_dst|eth_src as 32 + 64 bits
 _TAGGED = struct.Struct("!H" + _L3L4)  # from byte 14: the TCI, then as above
 assert _UNTAGGED.size == 48 and _TAGGED.size == 38  # up to the TCP flags
+# IPv4 total length a TCP header of data offset d (the index) needs: 20 + 4d
+# for d >= 5; a smaller offset is malformed (never fits).
+_TCP_MIN_TLEN = tuple(20 + 4 * d if d >= 5 else 1 << 16 for d in range(16))
 
 # The Horner chain's shifts: the distance from each value's lowest field to
 # the next one's.  Values read together must be adjacent in the layout, and
