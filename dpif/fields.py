@@ -63,8 +63,32 @@ class Fmt(Enum):
     FRAG = "frag"  # no | first | later
 
 
+class BitRange:
+    """A named run of ``bits`` bits at ``offset`` in a packed int: reading and
+    writing a value there.  Shared by the datapath's ``Field`` and ofproto's
+    ``OfField`` (which stacks OF-only fields above the datapath key)."""
+
+    __slots__ = ()
+    name: str
+    bits: int
+    offset: int
+
+    @property
+    def all_ones(self) -> int:
+        return (1 << self.bits) - 1
+
+    def get(self, packed: int) -> int:
+        return (packed >> self.offset) & self.all_ones
+
+    def put(self, value: int) -> int:
+        if value < 0 or value > self.all_ones:
+            raise ValidationError(f"value {value:#x} does not fit in {self.bits} bits",
+                                  field=self.name)
+        return value << self.offset
+
+
 @dataclass(frozen=True, slots=True)
-class Field:
+class Field(BitRange):
     """One flow field.  ``offset`` is its bit position in the packed key."""
 
     name: str
@@ -75,22 +99,9 @@ class Field:
     offset: int = 0
 
     @property
-    def all_ones(self) -> int:
-        return (1 << self.bits) - 1
-
-    @property
     def field_mask(self) -> int:
         """This field's bits in a packed key."""
         return self.all_ones << self.offset
-
-    def get(self, packed: int) -> int:
-        return (packed >> self.offset) & self.all_ones
-
-    def put(self, value: int) -> int:
-        if value < 0 or value > self.all_ones:
-            raise ValidationError(f"value {value:#x} does not fit in {self.bits} bits",
-                                  field=self.name)
-        return value << self.offset
 
 
 def _f(name: str, bits: int, fmt: Fmt, maskable: bool = True, *flower: str) -> Field:

@@ -113,7 +113,7 @@ Prereq = tuple[Conj, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class OfField:
+class OfField(dpf.BitRange):
     """One ovs-ofctl field name.  ``offset`` is -1 for virtual (VLAN) fields."""
 
     name: str
@@ -128,10 +128,6 @@ class OfField:
     scale: int = 0  # text value = raw << scale
 
     @property
-    def all_ones(self) -> int:
-        return (1 << self.bits) - 1
-
-    @property
     def virtual(self) -> bool:
         return self.offset < 0
 
@@ -139,15 +135,6 @@ class OfField:
     def field_mask(self) -> int:
         """This field's bits in an OF flow (0 for virtual fields)."""
         return 0 if self.virtual else self.all_ones << self.offset
-
-    def get(self, packed: int) -> int:
-        return (packed >> self.offset) & self.all_ones
-
-    def put(self, value: int) -> int:
-        if value < 0 or value > self.all_ones:
-            raise ValidationError(f"value {value:#x} does not fit in {self.bits} bits",
-                                  field=self.name)
-        return value << self.offset
 
 
 # --- prerequisites, derived from a few protocol facts -----------------------
