@@ -98,3 +98,22 @@ ACTION_CASES: dict[str, ActionBuilder] = {
                           Gact.pass_()),
     "sample": lambda i: (Sample(rate=100, group=5, trunc=128), Gact.pass_()),
 }
+
+
+def random_filter(m: Any, port: int, acts: str, *, chain: int, prio: int, handle: int,
+                  flags: int, cookie: bytes) -> Any:
+    """A filter for hypothesis codec tests: ``m`` on ``port`` translated by
+    ``to_flower`` (keys and protocol), then the action case ``acts`` and the
+    given header values; None when the match does not translate."""
+    from dpif import actions as A
+    from offload.tc_flower import to_flower
+    from offload.tc_values import FlowerFilter
+    from tests.offload.test_tc_flower import PORTS, UFID
+
+    m = m.with_field("in_port", port).without("recirc_id")
+    r = to_flower(m, (A.Output(1),), UFID, ports=PORTS, prio=prio, handle=handle, flags=0)
+    if not isinstance(r, FlowerFilter):
+        return None
+    return FlowerFilter(ifindex=r.ifindex, prio=prio, handle=handle, keys=r.keys,
+                        actions=ACTION_CASES[acts](9), chain=chain, protocol=r.protocol,
+                        flags=flags, cookie=cookie if r.actions else b"")

@@ -20,7 +20,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dpif import actions as A
 from dpif.errors import OffloadError
 from dpif.match import Match
 from offload import tc_decode as D
@@ -29,11 +28,10 @@ from offload import tc_dumpshape as S
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload import tc_wire as W
-from offload.tc_flower import to_flower
 from offload.tc_values import FlowerFilter, decode_filter
 from tests.dpif.strategies import matches
-from tests.offload.tc_cases import ACTION_CASES, KEY_CASES
-from tests.offload.test_tc_flower import PORTS, UFID
+from tests.offload.tc_cases import ACTION_CASES, KEY_CASES, random_filter
+from tests.offload.test_tc_flower import PORTS
 
 RTM_NEWTFILTER = 44
 T_ACT_KIND, T_ACT_OPTIONS, T_ACT_INDEX, T_ACT_STATS, T_ACT_COOKIE = 1, 2, 3, 4, 6
@@ -163,13 +161,9 @@ def test_unknown_action_kind_and_other_classifier() -> None:
 def test_random_filters(m: Match, port: int, acts: str, chain: int, prio: int, handle: int,
                         cookie: bytes, flags: int, stats: list[Any], in_hw_count: int | None,
                         hw_flags: int, unknown: bool) -> None:
-    m = m.with_field("in_port", port).without("recirc_id")
-    r = to_flower(m, (A.Output(1),), UFID, ports=PORTS, prio=prio, handle=handle, flags=0)
-    assume(isinstance(r, FlowerFilter))
-    assert isinstance(r, FlowerFilter)
-    f = FlowerFilter(ifindex=r.ifindex, prio=prio, handle=handle, keys=r.keys,
-                     actions=ACTION_CASES[acts](9), chain=chain, protocol=r.protocol,
-                     flags=flags, cookie=cookie if r.actions else b"")
+    f = random_filter(m, port, acts, chain=chain, prio=prio, handle=handle, flags=flags,
+                      cookie=cookie)
+    assume(f is not None)
     got = same(dump_message(f, stats, in_hw_count, hw_flags, unknown))
     assert got is not None and got.filter == f
     assert same(W.encode_filter_bytes(f, RTM_NEWTFILTER, 2, 1)) is not None

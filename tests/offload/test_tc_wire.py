@@ -13,7 +13,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dpif import actions as A
 from dpif.flowtext import parse_flow
 from dpif.match import Match
 from offload import tc_nla as N
@@ -24,7 +23,7 @@ from offload.tc_values import (
     FlowerFilter, Gact, UnknownAction, decode_filter, delete_msg, encode_filter,
 )
 from tests.dpif.strategies import matches
-from tests.offload.tc_cases import ACTION_CASES, KEY_CASES
+from tests.offload.tc_cases import ACTION_CASES, KEY_CASES, random_filter
 from tests.offload.test_tc_flower import EXAMPLES, PORTS, UFID
 
 RTM_NEWTFILTER, RTM_DELTFILTER = 44, 45
@@ -116,11 +115,7 @@ def test_set_seq() -> None:
 @settings(max_examples=150, deadline=None)
 def test_random_filters(m: Match, port: int, acts: str, chain: int, prio: int, handle: int,
                         cookie: bytes, flags: int, seq: int) -> None:
-    m = m.with_field("in_port", port).without("recirc_id")
-    r = to_flower(m, (A.Output(1),), UFID, ports=PORTS, prio=prio, handle=handle, flags=0)
-    assume(isinstance(r, FlowerFilter))
-    assert isinstance(r, FlowerFilter)
-    f = FlowerFilter(ifindex=r.ifindex, prio=prio, handle=handle, keys=r.keys,
-                     actions=ACTION_CASES[acts](9), chain=chain, protocol=r.protocol,
-                     flags=flags, cookie=cookie)
+    f = random_filter(m, port, acts, chain=chain, prio=prio, handle=handle, flags=flags,
+                      cookie=cookie)
+    assume(f is not None)
     check(f, seq=seq)
