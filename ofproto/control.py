@@ -54,7 +54,7 @@ from dpif.actiontext import format_actions as format_dp_actions
 from dpif.errors import FlowNotFound, FlowpathError, ParseError, ValidationError
 from dpif.fields import ALL_ONES, BY_NAME, FIELDS
 from dpif.flow import DpFlow, Ufid
-from dpif.flowtext import FlowText, format_flow
+from dpif.flowtext import format_dpflow
 from dpif.keytext import format_key
 from dpif.match import Match
 from ofproto.actiontext import format_actions
@@ -159,10 +159,10 @@ class ControlCore:
         tables = self.bridge.tables
         if not tables.has_timeouts:
             return 0
-        self._credit_stats()
+        flows = self._credit_stats()
         gone = tables.expire(self.bridge.clock() if now is None else now)
         if gone:
-            removed = self._revalidate()
+            removed = self._revalidate(flows)
             self.log.info("rules expired", rules=len(gone), flows_removed=removed)
         return len(gone)
 
@@ -201,28 +201,28 @@ class ControlCore:
     def _mod_flows(self, req: Request) -> dict[str, Any]:
         sel = parse_match(arg(req, "rule", str, required=True), modify=True)
         strict = bool(arg(req, "strict", bool, False))
-        self._credit_stats()
+        flows = self._credit_stats()
         ids = self.bridge.tables.modify(sel, strict=strict, now=self.bridge.clock())
-        removed = self._revalidate()
+        removed = self._revalidate(flows)
         return {"modified": len(ids), "flows_removed": removed}
 
     def _del_flows(self, req: Request) -> dict[str, Any]:
         sel = parse_match(arg(req, "match", str, ""))
         strict = bool(arg(req, "strict", bool, False))
-        self._credit_stats()
+        flows = self._credit_stats()
         gone = self.bridge.tables.delete(sel, strict=strict)
-        removed = self._revalidate()
+        removed = self._revalidate(flows)
         return {"deleted": len(gone), "flows_removed": removed}
 
     def _dump_flows(self, req: Request) -> list[dict[str, Any]]:
         text = arg(req, "match", str, "")
         self._credit_stats()
         tables = self.bridge.tables
+        # both in dump-flows order (table, priority high to low, id)
         ids = tables.select(parse_match(text)) if text else [i for i, _ in tables.rules()]
-        order = {rid: n for n, (rid, _) in enumerate(tables.rules())}
         now = self.bridge.clock()
         out = []
-        for rid in sorted(ids, key=order.__getitem__):
+        for rid in ids:
             r, st = tables.get(rid), tables.stats(rid)
             out.append({"rule_id": rid, "table": r.table, "priority": r.priority,
                         "cookie": f"{r.cookie:#x}", "match": format_match(r.match, r.priority),
@@ -248,15 +248,13 @@ class ControlCore:
                 continue
             if kind == "sw" and f.placement.dp == "tc":
                 continue
-            ft = FlowText(f.match, f.actions, f.ufid, f.stats, f.placement.offloaded,
-                          f.placement.dp)
             out.append({"ufid": str(f.ufid), "dp": f.placement.dp,
                         "offloaded": f.placement.offloaded, "reason": f.placement.reason,
                         "packets": f.stats.packets, "bytes": f.stats.bytes,
                         "used": None if f.stats.used is None
                         else round(max(0.0, now - f.stats.used), 3),
                         "key": format_key(f.match), "actions": format_dp_actions(f.actions),
-                        "line": format_flow(ft, now)})
+                        "line": format_dpflow(f, now)})
         return out
 
     def _status(self, req: Request) -> dict[str, Any]:
@@ -305,10 +303,13 @@ class ControlCore:
             del self._seen[u]
         return flows
 
-    def _revalidate(self) -> int:
-        """Delete every installed flow the current rules no longer produce."""
+    def _revalidate(self, flows: list[DpFlow] | None = None) -> int:
+        """Delete every installed flow the current rules no longer produce.
+
+        ``flows``: a dump the caller just credited (the datapath has not
+        changed since, only the rules); without it, dump and credit here."""
         removed = 0
-        for f in self._credit_stats():
+        for f in self._credit_stats() if flows is None else flows:
             res = self.bridge.translate(f.match.key)
             if res.actions == f.actions and _covers(res.megaflow, f.match):
                 continue

@@ -110,7 +110,7 @@ class _Checker:
 
     def name(self, key: str, *, required: bool = False) -> str | None:
         v = self.get(key, str, required=required)
-        if v is not None and (not v or len(v) > _IFNAMSIZ or "/" in v or v.strip() != v
+        if v is not None and (not v or len(v) > _IFNAMSIZ or "/" in v
                               or any(c.isspace() for c in v)):
             raise self.error(key, v, f"not a valid name (1..{_IFNAMSIZ} characters, no "
                                      "'/' or spaces)")

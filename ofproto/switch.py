@@ -76,7 +76,7 @@ class Switch:
         self.bridge = Bridge(name, [p.config for p in self.ports], placer=self.dp,
                              flow_limit=flow_limit, packet_in_limit=packet_in_limit)
         self.sw.upcall = self.bridge.handle_upcall
-        self.sw.action_upcall = lambda au: None if self.bridge.handle_action_upcall(au) else None
+        self.sw.action_upcall = self.bridge.handle_action_upcall
         self.netdevs: list[NetdevPort] = []
         self.log = log.bind(bridge=name, netns=netns, policy=policy.value)
         try:

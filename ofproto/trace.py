@@ -47,7 +47,7 @@ from ofproto.actionformat import format_action
 from ofproto.bridge import Bridge
 from ofproto.ofactions import GotoTable
 from ofproto.offields import DP_MASK, OfMatch
-from ofproto.rule import OFP_DEFAULT_PRIORITY, Rule
+from ofproto.rule import Rule
 from ofproto.ruletext import PRINTABLE_MASK, format_match, parse_match
 from ofproto.xlate import ActionEvent, LookupEvent, NoteEvent, TraceEvent
 from swpath.parse import parse_key

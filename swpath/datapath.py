@@ -106,7 +106,7 @@ class ActionUpcall:
 
 
 UpcallFn = Callable[[bytes, int, int], "UpcallResult | None"]
-ActionUpcallFn = Callable[[ActionUpcall], None]
+ActionUpcallFn = Callable[[ActionUpcall], object]  # the return value is ignored
 
 
 class SwDatapath(Datapath):
