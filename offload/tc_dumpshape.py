@@ -35,6 +35,7 @@ import socket
 import struct
 from typing import Any, Callable
 
+from offload import tc_decode as D
 from offload import tc_dumpfast as F
 from offload import tc_nla as N
 from offload import tc_values as V
@@ -244,7 +245,7 @@ def decode_message(d: bytes, start: int = 0, end: int | None = None) -> V.Filter
     try:
         got = F._decode(d, start, end)
     except Exception:  # noqa: BLE001 -- not the fast path's shape: nothing to learn
-        return F.decode_message(d, start, end)
+        return D.decode_message(d, start, end)  # F would only run _decode again first
     length = end - start
     if not fits and _TRIES.get(length, 0) < _PER_LENGTH:  # learn at most a few per length
         if len(_TRIES) >= _SHAPES_MAX:

@@ -342,11 +342,13 @@ class TcNetlink:
 
     def _send_chunk(self, ops: list[TcOp]) -> dict[int, tuple[int, str | None]]:
         """Send ``ops`` without waiting in between; return {index: (errno,
-        extack)} of the refused ones.  Only the last message of each datagram
-        asks for an ack (the kernel acks a failure anyway), so reading up to
+        extack)} of the refused ones.  Only the chunk's last message asks for
+        an ack (the kernel acks a failure anyway), so reading up to
         that ack has read every refusal before it: they are processed, and
         answered, in order."""
         sock, pid = self._socket()
+        if self._seq + len(ops) > 0xFFFFFFFF:  # keep first..last increasing: no wrap inside
+            self._seq = 0
         first = self._seq + 1
         datagrams: list[bytes] = []
         data: list[bytes] = []

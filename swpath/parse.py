@@ -206,7 +206,6 @@ _S_DST_TPDST = O_IPV4_DST - O_TP_DST  # tp_src|tp_dst
 _S_TPDST_FLAGS = O_TP_DST - O_TCP_FLAGS
 assert O_IP_TTL == O_IP_PROTO + 8 and O_IPV4_SRC == O_IPV4_DST + 32
 assert O_TP_SRC == O_TP_DST + 16
-assert _O["eth_dst"] == O_ETH_SRC + 48
 assert min(_S_SRC_TYPE - 16, _S_SRC_TPID - 16, _S_TPID_PCP - 3, _S_PCP_VID - 12, _S_VID_TYPE - 16,
            _S_TYPE_TOS - 8, _S_TOS_PROTO - 16, _S_PROTO_DST - 64, _S_DST_TPDST - 32,
            _S_TPDST_FLAGS - 12) >= 0, "the fast path's fields must go down the layout"
