@@ -97,9 +97,8 @@ class TcOp:
         f = self.filter
         if self.op == "delete":
             return (delete_msg(f.ifindex, f.chain, f.prio, f.handle, f.protocol, f.parent),
-                    RTM_DELTFILTER, F_DELETE)
-        flags = {"add": F_CREATE, "replace": F_REPLACE}[self.op]
-        return encode_filter(f), RTM_NEWTFILTER, flags
+                    *self.header())
+        return (encode_filter(f), *self.header())
 
     def header(self) -> tuple[int, int]:
         """(netlink message type, flags) of this operation."""
@@ -107,11 +106,14 @@ class TcOp:
             return RTM_DELTFILTER, F_DELETE
         return RTM_NEWTFILTER, {"add": F_CREATE, "replace": F_REPLACE}[self.op]
 
-    def wire(self, seq: int, pid: int) -> bytes:
-        """The bytes of ``message()`` with this sequence number and pid, built
-        by ``tc_wire``; FastEncodeUnsupported when it does not cover them."""
+    def wire(self, seq: int, pid: int, ack: bool = True) -> bytes:
+        """The bytes of ``message()`` with this sequence number and pid (without
+        NLM_F_ACK unless ``ack``), built by ``tc_wire``; FastEncodeUnsupported
+        when it does not cover them."""
         f = self.filter
         msg_type, flags = self.header()
+        if not ack:
+            flags &= ~NLM_F_ACK
         if self.op == "delete":
             if not (f.prio and f.handle):  # delete_msg's refusal, via the fallback
                 raise FastEncodeUnsupported("flushing delete")
@@ -383,19 +385,12 @@ class TcNetlink:
                     return refused
 
     def _wire(self, op: TcOp, seq: int, pid: int, ack: bool) -> bytes:
-        msg_type, flags = op.header()
-        if not ack:
-            flags &= ~NLM_F_ACK
         try:
-            f = op.filter
-            if op.op == "delete":
-                if not (f.prio and f.handle):  # delete_msg's refusal, below
-                    raise FastEncodeUnsupported("flushing delete")
-                return encode_delete_bytes(f.ifindex, f.chain, f.prio, f.handle, f.protocol,
-                                           f.parent, msg_type, flags, seq, pid)
-            return encode_filter_bytes(f, msg_type, flags, seq, pid)
+            return op.wire(seq, pid, ack)
         except FastEncodeUnsupported:  # pyroute2 encodes it (or says why it cannot)
-            msg = op.message()[0]
+            msg, msg_type, flags = op.message()
+            if not ack:
+                flags &= ~NLM_F_ACK
             msg["header"]["type"] = msg_type
             msg["header"]["flags"] = flags
             msg.encode()
