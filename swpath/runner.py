@@ -228,7 +228,7 @@ class Runner:
         t0 = time.monotonic()
         deadline = None if timeout is None else t0 + timeout
         packets = batches = rounds = polls = empty = stalls = 0
-        woke = False
+        woke = fresh = False
         woke_fds: set[int] = set()
         backoff = _BACKOFF_MIN
         ports: list[RxPort] = []
@@ -258,7 +258,9 @@ class Runner:
                 woke = False
                 continue
             if woke:
-                empty += 1
+                if fresh:  # count a wake-up once, not once per back-off retry
+                    empty += 1
+                    fresh = False
                 if self._stalled(ports, woke_fds):  # a frame in flight: poll won't wait
                     stalls += 1
                     time.sleep(backoff)
@@ -267,8 +269,8 @@ class Runner:
             wait = poll_interval if deadline is None else min(poll_interval, deadline - now)
             polls += 1
             events = self._poll.poll(max(0, math.ceil(wait * 1000)))  # ceil: no spin
-            woke = bool(events)
-            woke_fds = {fd for fd, ev in events if ev & select.POLLIN}
+            woke_fds = {fd for fd, ev in events if ev & select.POLLIN and fd != self._wake}
+            woke = fresh = bool(woke_fds)  # a control call's eventfd is not a port waking
             for fd, ev in events:
                 if fd == self._wake:
                     self._run_calls()
