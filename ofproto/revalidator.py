@@ -171,6 +171,7 @@ class Revalidator:
         self.totals: dict[str, int] = {"sweeps": 0, "aged_out": 0, "limit_deleted": 0,
                                        "modified": 0, "deleted": 0}
         self._seen: dict[Ufid, _Seen] = {}
+        self._limit_hits = bridge.counters.get("flow_limit_hit", 0)
         self._rules_version = bridge.tables.version
         self.log = log.bind(bridge=bridge.name)
 
@@ -190,8 +191,9 @@ class Revalidator:
                 return
             seen = _Seen(0, 0, ukey.created)
         dp_ = f.stats.packets - seen.packets
-        if dp_ <= 0:
-            self._seen[f.ufid] = seen
+        if dp_ <= 0:  # no growth; or counters that restarted: count from there
+            self._seen[f.ufid] = seen if dp_ == 0 else _Seen(f.stats.packets, f.stats.bytes,
+                                                              seen.active)
             return
         used = now if f.stats.used is None else f.stats.used
         self._seen[f.ufid] = _Seen(f.stats.packets, f.stats.bytes, max(seen.active, used))
@@ -334,6 +336,11 @@ class Revalidator:
                           ms=round((end - start) * 1000, 1), flow_limit=br.flow_limit)
         if killed:
             self.log.warning("flows over twice the flow limit: deleted", flows=n, limit=limit)
+        hits = br.counters.get("flow_limit_hit", 0)
+        if hits > self._limit_hits:  # once per sweep, not once per upcall
+            self.log.warning("upcalls at the flow limit: executed, not installed",
+                             upcalls=hits - self._limit_hits, limit=limit)
+            self._limit_hits = hits
         return self.last
 
     def status(self) -> dict[str, object]:
