@@ -191,9 +191,11 @@ class Revalidator:
                 return
             seen = _Seen(0, 0, ukey.created)
         dp_ = f.stats.packets - seen.packets
-        if dp_ <= 0:  # no growth; or counters that restarted: count from there
-            self._seen[f.ufid] = seen if dp_ == 0 else _Seen(f.stats.packets, f.stats.bytes,
-                                                              seen.active)
+        if dp_ < 0:  # counters restarted from zero: all they count is new
+            seen = _Seen(0, 0, seen.active)
+            dp_ = f.stats.packets
+        if dp_ == 0:
+            self._seen[f.ufid] = seen
             return
         used = now if f.stats.used is None else f.stats.used
         self._seen[f.ufid] = _Seen(f.stats.packets, f.stats.bytes, max(seen.active, used))

@@ -383,3 +383,16 @@ def test_adopted_flows_get_a_ukey_or_go_and_old_counts_are_not_credited() -> Non
     e.send(1, udp(dport=1), udp(dport=2))
     assert e.n_packets() == {1: 2, 2: 1}
     assert len(e.mem[2].sent) == 5 and len(e.mem[3].sent) == 0
+
+
+def test_counters_that_restart_are_credited_from_their_new_value() -> None:
+    # e.g. a flow re-placed by its datapath with fresh counters
+    e = make(["priority=10,udp,actions=output:2"])
+    e.send(1, udp(), udp(), udp())
+    assert e.n_packets() == {10: 3}
+    (f,) = e.dp.dump()
+    e.dp.modify(f.ufid, f.actions, zero_stats=True)
+    e.send(1, udp())
+    assert e.n_packets() == {10: 4}  # 1 < 2 read before: counted from zero again
+    e.send(1, udp(), udp())
+    assert e.n_packets() == {10: 6}
