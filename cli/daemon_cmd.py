@@ -2,7 +2,8 @@
 
 * ``run --config FILE``: build the bridge the config describes and serve its
   control socket until SIGTERM/SIGINT (``ofproto.daemon``).
-* ``status``: ports, policy, flow counts per placement, packet-in queue.
+* ``status``: ports, policy, flow counts per placement, the revalidator
+  (flow limit, last dump time, flows aged out), packet-in queue.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def run(config_path: str, cleanup_on_exit: bool) -> None:
     run_daemon(load_config(config_path), cleanup_on_exit=cleanup_on_exit)
 
 
+def render_revalidator(rv: dict[str, Any]) -> str:
+    dump = "-" if rv["last_dump_ms"] is None else f"{rv['last_dump_ms']}ms"
+    return (f"  revalidator: flow limit {rv['flow_limit']} (max {rv['flow_limit_max']}), "
+            f"max idle {rv['max_idle_ms']}ms, sweep every {rv['interval_ms']}ms, "
+            f"last dump {dump}, {rv['sweeps']} sweeps, aged out {rv['aged_out']}, "
+            f"limit deleted {rv['limit_deleted']}, modified {rv['modified']}, "
+            f"deleted {rv['deleted']}")
+
+
 def render_status(st: dict[str, Any]) -> str:
     fl, pin = st["flows"], st["packet_ins"]
     out = [f"bridge {st['bridge']}: policy {st['policy']}, netns {st['netns'] or '-'}, "
@@ -44,6 +54,7 @@ def render_status(st: dict[str, Any]) -> str:
            f"  rules: {st['rules']}",
            f"  flows: {fl['total']} (limit {st['flow_limit']}): tc in hw {fl['tc_in_hw']}, "
            f"tc not in hw {fl['tc_not_in_hw']}, software {fl['sw']}",
+           render_revalidator(st["revalidator"]),
            f"  packet-ins: {pin['queued']} queued, last seq {pin['last_seq']}, "
            f"{pin['dropped']} dropped, {pin['monitors']} monitor(s)",
            "  ports:"]
@@ -60,7 +71,7 @@ def render_status(st: dict[str, Any]) -> str:
 @daemon_options
 @JSON_OPTION
 def status(socket_path: str | None, bridge: str, as_json: bool) -> None:
-    """Ports, policy, flow counts per placement, packet-in queue and drops."""
+    """Ports, policy, flow counts per placement, revalidator, packet-ins."""
     with connect(socket_path, bridge) as c:
         st = c.request("status")
     if as_json:

@@ -18,11 +18,18 @@ callback:
    flow);
 3. install the megaflow, unless it is already there (a duplicate upcall of
    the same megaflow -- another packet that missed before the flow went in)
-   or the bridge is at its flow limit; with a ``placer`` datapath the bridge
+   or the bridge holds ``flow_limit`` megaflows or more (the revalidator,
+   ``ofproto.revalidator``, adapts that limit; the packet is still
+   handled, as in OVS); with a ``placer`` datapath the bridge
    puts the flow there itself and returns ``match=None`` so the caller does
    not put it again; without one, it returns the match for the caller (e.g.
    ``SwDatapath``) to install, and records the ukey;
 4. return the actions for the caller to run on this packet, once.
+
+A ukey records the MAC table's ``version`` from *before* this upcall's own
+learning, and whether translation went through NORMAL: the revalidator
+rechecks such a flow once the table has changed since (a MAC learned,
+moved or aged out).
 
 ``process_miss(packet, in_port)`` is the same for a caller that does not run
 actions itself: it parses, handles the upcall and executes the actions via
@@ -54,7 +61,7 @@ from dpif.fields import BY_NAME
 from dpif.flow import FlowSpec, Ufid
 from dpif.match import Match
 from ofproto.classifier import Pipeline
-from ofproto.normal import DEFAULT_AGING, MacTable, PortConfig
+from ofproto.normal import DEFAULT_AGING, Learn, MacTable, PortConfig
 from ofproto.rule import Rule
 from ofproto.tables import FlowTables, TableChange
 from ofproto.xlate import PacketInMeta, RecircRegistry, XlateEnv, XlateResult, xlate
@@ -97,6 +104,7 @@ class Ukey:
     created: float
     uses_normal: bool
     mac_version: int
+    learned: tuple[Learn, ...] = ()  # NORMAL's sightings: refreshed while it is used
 
 
 class Bridge:
@@ -172,6 +180,7 @@ class Bridge:
     def handle_upcall(self, packet: bytes, key: int, in_port: int) -> UpcallResult | None:
         now = self.clock()
         key = (key & ~_IN_PORT.field_mask) | _IN_PORT.put(in_port)
+        mac_version = self.macs.version
         res = xlate(self.env(now), key, side_effects=True)
         self._count("upcall")
         for lrn in res.learned:
@@ -183,7 +192,7 @@ class Bridge:
             self.tables.credit(rid, 1, len(packet), now)
         if res.error:
             self.log.warning("translation error", port=in_port, error=res.error)
-        match = self._install(res, now, in_port, key)
+        match = self._install(res, now, in_port, key, mac_version)
         return UpcallResult(match, res.actions)
 
     def _put_narrowing(self, m: Match, actions: Actions, ufid: Ufid, key: int) -> Match:
@@ -208,7 +217,8 @@ class Bridge:
                 m = Match.from_packet_key(key, wider)
         raise FlowExists("megaflow still overlaps after narrowing", ufid=str(ufid))
 
-    def _install(self, res: XlateResult, now: float, in_port: int, key: int) -> Match | None:
+    def _install(self, res: XlateResult, now: float, in_port: int, key: int,
+                 mac_version: int) -> Match | None:
         """Record (and with a placer, put) the megaflow; the match for the caller or None."""
         m = res.megaflow
         if m in self.ukeys:
@@ -216,8 +226,8 @@ class Bridge:
             return None
         if len(self.ukeys) >= self.flow_limit:
             self._count("flow_limit_hit")
-            self.log.info("flow limit reached, not installing", port=in_port,
-                          limit=self.flow_limit)
+            self.log.debug("flow limit reached, not installing", port=in_port,
+                           limit=self.flow_limit)
             return None
         ufid = Ufid.random()
         if self.placer is not None:
@@ -235,7 +245,7 @@ class Bridge:
                                  reason=str(err))
                 return None
         self.ukeys[m] = Ukey(ufid, m, res.actions, res.rules, now, res.uses_normal,
-                             self.macs.version)
+                             mac_version, res.learned)
         self._count("flow_installed")
         return None if self.placer is not None else m
 

@@ -20,25 +20,28 @@ same holds for the packet-in queue: the monitor reads it through
 ``packet_ins`` on the datapath thread; the only thing that crosses threads
 otherwise is ``Bridge.packet_in_listeners`` waking a watcher.
 
-Rule changes (add/mod/del-flows) are followed by ``revalidate``: every
-installed megaflow is translated again (no side effects) from its own key;
-a flow stays when the new megaflow still covers it and the actions are the
-same, else it is deleted from its datapath (tc or software) and from the
-bridge's ukeys, and the next packet makes a fresh upcall.  Counters of
-deleted flows are credited to their rules first.
+The megaflows' life after install is the revalidator's
+(``ofproto.revalidator``; one per core, same thread): counters credited to
+rules, idle aging, the flow limit, rechecks after rule and MAC changes.
 
-Rule timeouts: ``expire`` (every second, from the daemon's timer, on the
-datapath thread like any command) first credits flow counters to their rules
--- a rule's idle time is measured from the last packet of any of its flows,
-in tc or in software -- then removes the rules past their ``idle_timeout``
-or ``hard_timeout`` and revalidates, so their flows go too.  With no timed
-rule it does nothing (no dump).
+Rule changes (add/mod/del-flows) are followed by ``Revalidator.revalidate``:
+every installed megaflow is translated again (no side effects) from its own
+key; a flow stays when the new megaflow still covers it and the actions are
+the same, is modified in place when only the actions differ, else it is
+deleted from its datapath (tc or software) and from the bridge's ukeys, and
+the next packet makes a fresh upcall.  Counters of deleted flows are
+credited to their rules first.
+
+The daemon's timer calls ``tick`` (on the datapath thread like any
+command): every ``RevalidatorConfig.period`` it runs a sweep, which also
+removes the rules past their ``idle_timeout`` or ``hard_timeout`` (a rule's
+idle time is measured from the last packet of any of its flows, in tc or in
+software, credited first) and rechecks their flows.  ``expire`` does only
+that last part (no aging), for callers without the timer.
 
 Rule counters: the upcall's own packet is credited by the bridge; packets
-that then hit the installed megaflow (tc or software) are credited by
-``credit_stats``, which reads each flow's counters and adds the growth
-since the last read to the rules that produced it.  It runs before every
-``dump-flows`` and ``revalidate``.
+that then hit the installed megaflow (tc or software) are credited from the
+flows' counters before every ``dump-flows``, rule change and sweep.
 """
 
 from __future__ import annotations
@@ -51,15 +54,16 @@ from typing import Any
 import structlog
 
 from dpif.actiontext import format_actions as format_dp_actions
-from dpif.errors import FlowNotFound, FlowpathError, ParseError, ValidationError
-from dpif.fields import ALL_ONES, BY_NAME, FIELDS
-from dpif.flow import DpFlow, Ufid
+from dpif.errors import FlowpathError, ParseError, ValidationError
+from dpif.fields import ALL_ONES, BY_NAME, FIELDS, GROUPS
+from dpif.flow import DpFlow
 from dpif.flowtext import format_dpflow
 from dpif.keytext import format_key
 from dpif.match import Match
 from ofproto.actiontext import format_actions
 from ofproto.bridge import Bridge, PacketIn
 from ofproto.control_proto import Request, arg, error_reply, ok
+from ofproto.revalidator import Outcome, Revalidator, RevalidatorConfig
 from ofproto.ruletext import format_match, format_rule, parse_match, parse_rule
 from swpath.parse import parse_key
 
@@ -93,18 +97,21 @@ class BridgeInfo:
 
 
 def packet_flow(packet: bytes, in_port: int) -> str:
-    """A packet decoded as a dpctl-style flow key (zero metadata left out)."""
+    """A packet decoded as a dpctl-style flow key (zero metadata left out, and
+    the fields whose prerequisite the packet lacks: IPv6 of an IPv4 packet...)."""
     key = parse_key(packet, _IN_PORT.put(in_port))
     m = Match.from_packet_key(key, ALL_ONES)
-    drop = [f.name for f, v, _ in m.fields() if f.name in _METADATA and v == 0]
+    shown: set[str] = set()
+    for g in GROUPS:  # the text groups this packet selects (as dpif.keytext prints)
+        if g.when is None or m.value(g.when[0]) in g.when[1]:
+            shown.update(g.field_names())
+    drop = [f.name for f, v, _ in m.fields()
+            if f.name not in shown or (f.name in _METADATA and v == 0)]
     if m.value("tcp_flags") == 0:
         drop.append("tcp_flags")
-    m = m.without(*drop)
-    try:
-        return format_key(m)
-    except ValidationError as e:  # fields whose prerequisite this packet lacks
-        hidden = str(e.context.get("fields", ""))
-        return format_key(m.without(*[n for n in hidden.split(",") if n]))
+    if m.value("vlan_tpid") == 0:
+        drop += ["vlan_tpid", "vlan_vid", "vlan_pcp"]
+    return format_key(m.without(*dict.fromkeys(drop)))
 
 
 def packet_in_json(p: PacketIn) -> dict[str, Any]:
@@ -115,15 +122,11 @@ def packet_in_json(p: PacketIn) -> dict[str, Any]:
             "packet": p.packet.hex(), "userdata": p.userdata.hex()}
 
 
-def _covers(mega: Match, flow: Match) -> bool:
-    """Every packet of ``flow`` is in ``mega``."""
-    return (mega.mask & ~flow.mask) == 0 and (flow.key & mega.mask) == (mega.key & mega.mask)
-
-
 class ControlCore:
     """Control commands on one bridge; call ``handle`` on the datapath thread only."""
 
-    def __init__(self, bridge: Bridge, info: BridgeInfo) -> None:
+    def __init__(self, bridge: Bridge, info: BridgeInfo,
+                 reval: RevalidatorConfig | None = None) -> None:
         if bridge.placer is None:
             raise ValidationError("the control core needs a bridge with a placer datapath",
                                   bridge=bridge.name)
@@ -131,7 +134,9 @@ class ControlCore:
         self.dp = bridge.placer
         self.info = info
         self.monitors = 0  # written by the server (an int: atomic enough to report)
-        self._seen: dict[Ufid, tuple[int, int]] = {}  # ufid -> (packets, bytes) credited
+        self.reval = Revalidator(bridge, bridge.placer,
+                                 reval or RevalidatorConfig(flow_limit=bridge.flow_limit))
+        self._next_sweep = bridge.clock()
         self.log = log.bind(bridge=bridge.name)
         self._cmds: dict[str, Callable[[Request], Any]] = {
             "add-flows": self._add_flows, "mod-flows": self._mod_flows,
@@ -154,16 +159,24 @@ class ControlCore:
             self.log.error("request failed", cmd=req.cmd, error=repr(e), exc_info=True)
             return error_reply(e)
 
+    def tick(self) -> float:
+        """The daemon timer's call: a sweep when one is due; seconds to the next."""
+        if self.bridge.clock() >= self._next_sweep:
+            start = self.bridge.clock()
+            self.reval.sweep()
+            self._next_sweep = start + self.reval.cfg.period
+        return max(0.0, self._next_sweep - self.bridge.clock())
+
     def expire(self, now: float | None = None) -> int:
         """Remove rules past their idle/hard timeout (and their flows); how many."""
         tables = self.bridge.tables
         if not tables.has_timeouts:
             return 0
-        flows = self._credit_stats()
+        flows = self.reval.credit_all()
         gone = tables.expire(self.bridge.clock() if now is None else now)
         if gone:
-            removed = self._revalidate(flows)
-            self.log.info("rules expired", rules=len(gone), flows_removed=removed)
+            out = self._revalidate(flows)
+            self.log.info("rules expired", rules=len(gone), flows_removed=out.deleted)
         return len(gone)
 
     def packet_ins(self, since: int) -> tuple[list[PacketIn], int]:
@@ -194,29 +207,28 @@ class ControlCore:
                 self._revalidate()
                 raise ValidationError(f"rule {n}: {e.message} (rules before it were added)",
                                       **e.context) from None
-        removed = self._revalidate()
-        self.log.info("rules added", n=len(rules), flows_removed=removed)
-        return {"added": len(rules), "flows_removed": removed}
+        out = self._revalidate()
+        self.log.info("rules added", n=len(rules), flows_removed=out.deleted,
+                      flows_modified=out.modified)
+        return {"added": len(rules), **_changed(out)}
 
     def _mod_flows(self, req: Request) -> dict[str, Any]:
         sel = parse_match(arg(req, "rule", str, required=True), modify=True)
         strict = bool(arg(req, "strict", bool, False))
-        flows = self._credit_stats()
+        flows = self.reval.credit_all()
         ids = self.bridge.tables.modify(sel, strict=strict, now=self.bridge.clock())
-        removed = self._revalidate(flows)
-        return {"modified": len(ids), "flows_removed": removed}
+        return {"modified": len(ids), **_changed(self._revalidate(flows))}
 
     def _del_flows(self, req: Request) -> dict[str, Any]:
         sel = parse_match(arg(req, "match", str, ""))
         strict = bool(arg(req, "strict", bool, False))
-        flows = self._credit_stats()
+        flows = self.reval.credit_all()
         gone = self.bridge.tables.delete(sel, strict=strict)
-        removed = self._revalidate(flows)
-        return {"deleted": len(gone), "flows_removed": removed}
+        return {"deleted": len(gone), **_changed(self._revalidate(flows))}
 
     def _dump_flows(self, req: Request) -> list[dict[str, Any]]:
         text = arg(req, "match", str, "")
-        self._credit_stats()
+        self.reval.credit_all()
         tables = self.bridge.tables
         # both in dump-flows order (table, priority high to low, id)
         ids = tables.select(parse_match(text)) if text else [i for i, _ in tables.rules()]
@@ -273,53 +285,20 @@ class ControlCore:
             "ports": [{"number": p.number, "netdev": p.netdev, "vlan_mode": p.vlan_mode,
                        "tag": p.tag, "trunks": list(p.trunks)} for p in self.info.ports],
             "rules": len(br.tables), "flows": {"total": len(flows), **placement},
-            "flow_limit": br.flow_limit,
+            "flow_limit": br.flow_limit, "revalidator": self.reval.status(),
             "packet_ins": {"queued": len(queued), "last_seq": br.packet_in_seq,
                            "dropped": br.counters.get("packet_in_dropped", 0),
                            "monitors": self.monitors},
             "counters": dict(sorted(br.counters.items())),
         }
 
-    # -- counters and revalidation ---------------------------------------------------
+    # -- revalidation ---------------------------------------------------------------
 
-    def _credit(self, f: DpFlow) -> None:
-        seen_p, seen_b = self._seen.get(f.ufid, (0, 0))
-        dp_, db = f.stats.packets - seen_p, f.stats.bytes - seen_b
-        self._seen[f.ufid] = (f.stats.packets, f.stats.bytes)
-        if dp_ <= 0:
-            return
-        ukey = self.bridge.ukeys.get(f.match)
-        if ukey is None or ukey.ufid != f.ufid:
-            return  # adopted, or not ours: no rules to credit
-        for rid in dict.fromkeys(rid for _, rid in ukey.rules):
-            self.bridge.tables.credit(rid, dp_, max(0, db), f.stats.used)
+    def _revalidate(self, flows: list[DpFlow] | None = None) -> Outcome:
+        """Recheck every installed flow after a rule change (``flows``: a dump
+        the caller just credited)."""
+        return self.reval.revalidate(flows)
 
-    def _credit_stats(self) -> list[DpFlow]:
-        flows = list(self.dp.dump())
-        for f in flows:
-            self._credit(f)
-        live = {f.ufid for f in flows}
-        for u in [u for u in self._seen if u not in live]:
-            del self._seen[u]
-        return flows
 
-    def _revalidate(self, flows: list[DpFlow] | None = None) -> int:
-        """Delete every installed flow the current rules no longer produce.
-
-        ``flows``: a dump the caller just credited (the datapath has not
-        changed since, only the rules); without it, dump and credit here."""
-        removed = 0
-        for f in self._credit_stats() if flows is None else flows:
-            res = self.bridge.translate(f.match.key)
-            if res.actions == f.actions and _covers(res.megaflow, f.match):
-                continue
-            try:
-                final = self.dp.delete(f.ufid)
-            except FlowNotFound:
-                continue
-            self._credit(DpFlow(f.ufid, f.match, f.actions, final, f.placement))
-            self._seen.pop(f.ufid, None)
-            self.bridge.forget_flow(f.match)
-            removed += 1
-            self.log.debug("flow revalidated away", ufid=str(f.ufid), dp=f.placement.dp)
-        return removed
+def _changed(out: Outcome) -> dict[str, int]:
+    return {"flows_removed": out.deleted, "flows_modified": out.modified}

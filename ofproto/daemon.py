@@ -11,8 +11,11 @@ Theory of operation
   one thread owns all bridge and datapath state, so nothing races);
 * the main thread accepts control connections (``ofproto.control_io``),
   one short-lived thread per connection, none of which touches the bridge.
-* a timer thread submits ``ControlCore.expire`` (rule idle/hard timeouts)
-  to the datapath thread every ``TICK`` second, like any command.
+* a timer thread submits ``ControlCore.tick`` to the datapath thread like
+  any command: a revalidator sweep every ``revalidate_interval_ms`` (flow
+  aging, the flow limit, rule timeouts, rechecks after MAC changes; see
+  ``ofproto.revalidator``).  The tick returns when the next sweep is due;
+  the timer waits at most ``TICK`` seconds between two.
 
 Start: the rules file is parsed first (a bad rule names ``FILE:LINE``
 before anything touches the kernel); then the ``Switch`` is built (ports,
@@ -45,6 +48,7 @@ from ofproto.bridge import Bridge
 from ofproto.control import BridgeInfo, ControlCore, PortInfo
 from ofproto.control_io import ControlServer
 from ofproto.daemon_config import DaemonConfig
+from ofproto.revalidator import RevalidatorConfig
 from ofproto.normal import PortConfig
 from ofproto.rule import Rule
 from ofproto.ruletext import parse_rule
@@ -61,9 +65,9 @@ def port_info(cfg: PortConfig, netdev: str) -> PortInfo:
 class Service:
     """A running bridge's control plane: core + socket server."""
 
-    def __init__(self, bridge: Bridge, runner: Runner, info: BridgeInfo, socket_path: str
-                 ) -> None:
-        self.core = ControlCore(bridge, info)
+    def __init__(self, bridge: Bridge, runner: Runner, info: BridgeInfo, socket_path: str,
+                 reval: RevalidatorConfig | None = None) -> None:
+        self.core = ControlCore(bridge, info, reval)
         self.server = ControlServer(socket_path, self.core, runner.call_soon)
         self.runner = runner
         self._thread: threading.Thread | None = None
@@ -71,12 +75,15 @@ class Service:
         self._timer: threading.Thread | None = None
 
     def _tick_loop(self) -> None:
-        """Every TICK seconds, rule timeouts on the datapath thread."""
-        while not self._ticks.wait(TICK):
+        """Revalidator sweeps on the datapath thread, when ``ControlCore.tick`` says."""
+        wait = 0.0
+        while not self._ticks.wait(wait):
             try:
-                self.runner.call_soon(self.core.expire).result(self.server.call_timeout)
+                got = self.runner.call_soon(self.core.tick).result(self.server.call_timeout)
+                wait = min(TICK, float(got)) if isinstance(got, (int, float)) else TICK
             except Exception as e:  # noqa: BLE001 - log, keep ticking
-                log.warning("rule expiry failed", error=repr(e))
+                log.warning("revalidator sweep failed", error=repr(e))
+                wait = TICK
 
     def _start_timer(self) -> None:
         self._timer = threading.Thread(target=self._tick_loop, daemon=True,
@@ -108,7 +115,7 @@ class Service:
             self._thread = None
 
 
-TICK = 1.0  # seconds between rule-timeout checks (OVS checks about once a second)
+TICK = 1.0  # the longest wait between two timer calls
 
 
 def read_rules(path: str) -> list[Rule]:
@@ -142,6 +149,12 @@ def build_switch(cfg: DaemonConfig) -> Switch:
                   packet_in_limit=cfg.packet_in_limit)
 
 
+def revalidator_config(cfg: DaemonConfig) -> RevalidatorConfig:
+    return RevalidatorConfig(max_idle=cfg.max_idle_ms / 1000,
+                             interval=cfg.revalidate_interval_ms / 1000,
+                             flow_limit=cfg.flow_limit)
+
+
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGTERM / SIGINT set ``stop`` (main thread only); old handlers come back after."""
@@ -172,7 +185,8 @@ def run_daemon(cfg: DaemonConfig, *, cleanup_on_exit: bool = False,
             info = BridgeInfo(cfg.policy.value, cfg.netns,
                               tuple(port_info(p.config, p.netdev) for p in cfg.ports),
                               switch.bridge.clock())
-            service = Service(switch.bridge, switch.runner, info, cfg.socket)
+            service = Service(switch.bridge, switch.runner, info, cfg.socket,
+                              revalidator_config(cfg))
             dlog.info("daemon up", ports=[p.netdev for p in cfg.ports], rules=len(rules),
                       adopted=switch.adopted, policy=cfg.policy.value)
             service.serve(stop)

@@ -13,7 +13,11 @@ Example::
     bridge = "br0"                  # required
     policy = "skip_sw"              # skip_sw | none | skip_hw (OVS tc-policy)
     netns = "fpsw"                  # optional: where the netdevs live
-    flow_limit = 200000             # megaflows, tc and software together
+    flow_limit = 200000             # megaflows, tc and software together: the ceiling
+                                    # of the limit the revalidator adapts (as OVS)
+    max_idle_ms = 10000             # a megaflow idle this long is deleted (100 ms
+                                    # above the flow limit; offloaded: at least 2 s)
+    revalidate_interval_ms = 500    # revalidator sweeps (at most max_idle_ms apart)
     packet_in_limit = 1024          # packet-in queue length (oldest dropped)
     socket = "/run/flowpath/br0.sock"   # default /run/flowpath/<bridge>.sock
     rules = "br0.rules"             # optional add-flow lines; relative to this file
@@ -40,10 +44,12 @@ from dpif.errors import ParseError, ValidationError
 from offload.datapath import Policy
 from ofproto.bridge import DEFAULT_FLOW_LIMIT, DEFAULT_PACKET_IN_LIMIT
 from ofproto.normal import PortConfig, VlanMode
+from ofproto.revalidator import DEFAULT_INTERVAL_MS, DEFAULT_MAX_IDLE_MS
 
 SOCKET_DIR = "/run/flowpath"
-_TOP_KEYS = ("bridge", "policy", "netns", "flow_limit", "packet_in_limit", "socket", "rules",
-             "eswitch_check", "port")
+_TOP_KEYS = ("bridge", "policy", "netns", "flow_limit", "max_idle_ms",
+             "revalidate_interval_ms", "packet_in_limit", "socket", "rules", "eswitch_check",
+             "port")
 _PORT_KEYS = ("number", "netdev", "vlan_mode", "tag", "trunks", "flood")
 _IFNAMSIZ = 15
 
@@ -73,6 +79,8 @@ class DaemonConfig:
     socket: str = ""
     rules: str | None = None  # absolute path of the initial rules file
     eswitch_check: bool = True
+    max_idle_ms: int = DEFAULT_MAX_IDLE_MS
+    revalidate_interval_ms: int = DEFAULT_INTERVAL_MS
 
 
 class _Checker:
@@ -166,6 +174,8 @@ def parse_config(text: str, path: str) -> DaemonConfig:
     if netns is not None and (not netns or "/" in netns):
         raise c.error("netns", netns, "not an ip netns name")
     flow_limit = c.int_in("flow_limit", 1, 10_000_000, DEFAULT_FLOW_LIMIT)
+    max_idle = c.int_in("max_idle_ms", 100, 86_400_000, DEFAULT_MAX_IDLE_MS)
+    interval = c.int_in("revalidate_interval_ms", 10, 60_000, DEFAULT_INTERVAL_MS)
     pin_limit = c.int_in("packet_in_limit", 1, 1_000_000, DEFAULT_PACKET_IN_LIMIT)
     sock = c.get("socket", str, default_socket_path(bridge))
     if not sock:
@@ -190,8 +200,9 @@ def parse_config(text: str, path: str) -> DaemonConfig:
         seen_no.add(p.config.number)
         seen_dev.add(p.netdev)
     assert flow_limit is not None and pin_limit is not None
+    assert max_idle is not None and interval is not None
     return DaemonConfig(path, bridge, ports, policy, netns, flow_limit, pin_limit,
-                        sock, rules, c.get("eswitch_check", bool, True))
+                        sock, rules, c.get("eswitch_check", bool, True), max_idle, interval)
 
 
 def load_config(path: str) -> DaemonConfig:

@@ -30,7 +30,10 @@ The steps follow OVS's ``xlate_normal``:
 6. Output tagging: to an access port untagged; to a trunk port tagged with
    the VLAN (the frame's pcp is kept), or untagged for VLAN 0.
 
-MAC table: entries age out ``aging`` seconds after they were last seen
+MAC table: entries age out ``aging`` seconds after they were last seen --
+by an upcall, or late, by the revalidator when a NORMAL flow's counters grow
+(``refresh``; OVS's xlate cache does the same), so a station whose traffic
+stays in the datapath is not forgotten --
 (OVS's default 300 s) and the table holds at most ``max_entries`` (the least
 recently seen goes first).  ``version`` increases on every change that can
 alter a forwarding decision (a new MAC, a move, an expiry, a flush): flows
@@ -153,6 +156,21 @@ class MacTable:
             self._entries.popitem(last=False)
         return outcome
 
+    def refresh(self, vlan: int, mac: int, port: int, when: float) -> str:
+        """A sighting reported late (a datapath flow's counters grew): refresh
+        the entry if it still says ``port``, learn it if it is gone; leave it
+        if the MAC is now elsewhere (the sighting predates the move).
+        Returns "refreshed", "new" or "ignored"."""
+        k = (vlan, mac)
+        e = self._entries.get(k)
+        if e is not None and now_alive(e, when, self.aging):
+            if e.port != port or when <= e.seen:
+                return "ignored"
+            self._entries.move_to_end(k)
+            self._entries[k] = MacEntry(vlan, mac, port, when)
+            return "refreshed"
+        return self.learn(vlan, mac, port, when)
+
     def expire(self, now: float) -> int:
         """Drop entries older than the aging time; returns how many."""
         dead = [k for k, e in self._entries.items() if now - e.seen >= self.aging]
@@ -169,6 +187,10 @@ class MacTable:
         if dead:
             self.version += 1
         return len(dead)
+
+
+def now_alive(e: MacEntry, now: float, aging: float) -> bool:
+    return now - e.seen < aging
 
 
 @dataclass(frozen=True, slots=True)

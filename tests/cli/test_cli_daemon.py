@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
+from ofproto.revalidator import RevalidatorConfig
 from tests.ofproto.control_rig import Rig, rig, udp
 
 
@@ -79,6 +80,26 @@ def test_status(daemon: Rig) -> None:
     assert "packet-ins: 0 queued" in out and "p1" in out
     st = json.loads(run("daemon", "status", "--socket", daemon.socket, "--json")[1])
     assert st["flows"]["total"] == 0 and [p["number"] for p in st["ports"]] == [1, 2]
+
+
+def test_idle_flow_is_aged_out_by_the_daemon_timer_and_counts_stay() -> None:
+    with rig(reval=RevalidatorConfig(max_idle=0.3, interval=0.1)) as d:
+        s = d.socket
+        assert run("ofctl", "add-flow", "--socket", s, "udp,actions=output:2")[0] == 0
+        d.mem[1].inject([udp(), udp(), udp()])
+        deadline = time.monotonic() + 10
+        while len(d.mem[2].sent) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while run("dpctl", "dump-flows", "--socket", s)[1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run("dpctl", "dump-flows", "--socket", s)[1] == ""
+        assert "n_packets=3," in run("ofctl", "dump-flows", "--socket", s)[1]
+        st = json.loads(run("daemon", "status", "--socket", s, "--json")[1])["revalidator"]
+        assert st["aged_out"] == 1 and st["sweeps"] >= 3 and st["max_idle_ms"] == 300
+        assert st["flows"] == 0 and isinstance(st["last_dump_ms"], float)
+        out = run("daemon", "status", "--socket", s)[1]
+        assert "revalidator: flow limit 10000 (max 200000), max idle 300ms, " \
+               "sweep every 100ms, last dump " in out and "aged out 1," in out
 
 
 def test_monitor_count_and_json(daemon: Rig) -> None:

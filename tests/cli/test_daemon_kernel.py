@@ -8,6 +8,9 @@ datagrams h1 -> h2:9999 come out of ``ofctl monitor`` as N packet-ins (in_port
 ``ofctl dump-flows`` counts; SIGTERM stops the daemon cleanly, removes its
 socket and leaves the offloaded filters.
 
+Aging: with a small ``max_idle_ms``, idle megaflows leave tc (as the kernel
+shows) and the software datapath, while the rules keep their counts.
+
 Run in the VM:  .venv/bin/python tools/kernel_tier.py -- tests/cli/test_daemon_kernel.py
 """
 
@@ -93,28 +96,38 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, Netns],
-                                                       workdir: Path) -> None:
-    h1, sw, h2 = rig
+def start_daemon(workdir: Path, sw: Netns, extra: str = ""
+                 ) -> tuple[subprocess.Popen[bytes], Path, str]:
+    """``flowpath daemon run`` on p1/p2 in ``sw`` (policy none): the process,
+    its stderr file and its socket, once the socket is there."""
     sock = str(workdir / "br0.sock")
     (workdir / "br0.rules").write_text("priority=100,udp,tp_dst=9999,actions=controller\n"
                                        "priority=0,actions=normal\n")
     cfg = workdir / "br0.toml"
     cfg.write_text(f'bridge = "br0"\npolicy = "none"\nnetns = "{sw.name}"\n'
                    f'socket = "{sock}"\nrules = "br0.rules"\neswitch_check = false\n'
-                   '[[port]]\nnumber = 1\nnetdev = "p1"\n'
+                   + extra + '[[port]]\nnumber = 1\nnetdev = "p1"\n'
                    '[[port]]\nnumber = 2\nnetdev = "p2"\n')
     err_path = workdir / "daemon.err"
     with open(err_path, "w") as err:
         daemon = subprocess.Popen([sys.executable, "-m", "cli.main", "--log-level", "info",
                                    "daemon", "run", "--config", str(cfg)], cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=err)
+    try:  # a cold start in a TCG VM (imports, pyroute2) is slow
+        wait_for(lambda: os.path.exists(sock) or daemon.poll() is not None, 240, "the socket")
+    except AssertionError:
+        daemon.kill()
+        daemon.wait()
+        raise AssertionError(f"no socket; daemon stderr: {err_path.read_text()}") from None
+    return daemon, err_path, sock
+
+
+def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, Netns],
+                                                       workdir: Path) -> None:
+    h1, sw, h2 = rig
+    # flows must outlive the receiver's 4 s of silence and the dumps below
+    daemon, err_path, sock = start_daemon(workdir, sw, "max_idle_ms = 120000\n")
     try:
-        try:  # a cold start in a TCG VM (imports, pyroute2) is slow
-            wait_for(lambda: os.path.exists(sock) or daemon.poll() is not None, 240,
-                     "the socket")
-        except AssertionError:
-            raise AssertionError(f"no socket; daemon stderr: {err_path.read_text()}") from None
         assert daemon.poll() is None, err_path.read_text()
         assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
 
@@ -174,3 +187,51 @@ def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, N
     # no --cleanup-on-exit: flowpath's filters stay for the next start to adopt
     r = flowpath("dpctl", "dump-flows", "--netns", sw.name, "--dev", "p1", "--dev", "p2")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
+
+
+def rule_counts(sock: str) -> dict[int, int]:
+    r = flowpath("ofctl", "dump-flows", "--socket", sock, "--json")
+    assert r.returncode == 0, r.stderr
+    return {x["priority"]: x["n_packets"] for x in json.loads(r.stdout)}
+
+
+def dp_flows(sock: str) -> list[dict[str, object]]:
+    r = flowpath("dpctl", "dump-flows", "--socket", sock, "--json")
+    assert r.returncode == 0, r.stderr
+    flows: list[dict[str, object]] = json.loads(r.stdout)
+    return flows
+
+
+def test_idle_flows_leave_tc_and_software_and_rules_keep_their_counts(
+        rig: tuple[Netns, Netns, Netns], workdir: Path) -> None:
+    h1, sw, _ = rig
+    daemon, err_path, sock = start_daemon(
+        workdir, sw, "max_idle_ms = 4000\nrevalidate_interval_ms = 200\n")
+    try:
+        h1.run("ping", "-c", "3", "-i", "0.2", "-W", "5", "10.7.0.2")  # NORMAL: tc flows
+        code = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                f"for i in range({N}):\n  s.sendto(b'y'*100, ('10.7.0.2', 9999))\n")
+        h1.run(sys.executable, "-c", code)  # controller: a software flow
+        wait_for(lambda: rule_counts(sock).get(100) == N, 30, "the packet-ins counted")
+        flows = dp_flows(sock)
+        assert any(f["dp"] == "tc" for f in flows) and any(f["dp"] == "sw" for f in flows), \
+            flows
+        before = rule_counts(sock)
+        assert before[0] >= 6  # 3 echo requests and 3 replies, plus ARP
+        wait_for(lambda: dp_flows(sock) == [], 90, "the idle flows to age out")
+        # the kernel agrees: none of flowpath's filters is left on the ports
+        r = flowpath("dpctl", "dump-flows", "--netns", sw.name, "--dev", "p1", "--dev", "p2")
+        assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
+        after = rule_counts(sock)
+        assert after[100] == N and after[0] >= before[0]  # nothing lost with the flows
+        st = json.loads(flowpath("daemon", "status", "--socket", sock, "--json").stdout)
+        rv = st["revalidator"]
+        assert rv["aged_out"] >= len(flows) and rv["flows"] == 0 and st["flows"]["total"] == 0
+        assert rv["max_idle_ms"] == 4000 and isinstance(rv["last_dump_ms"], float)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert "Traceback" not in err_path.read_text()

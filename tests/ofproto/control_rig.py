@@ -16,6 +16,7 @@ from ofproto.bridge import Bridge
 from ofproto.control import BridgeInfo
 from ofproto.daemon import Service, port_info
 from ofproto.normal import PortConfig
+from ofproto.revalidator import RevalidatorConfig
 from swpath.datapath import SwDatapath
 from swpath.ports import MemPort
 from swpath.runner import Runner
@@ -43,7 +44,8 @@ class Rig:
 
 
 @contextmanager
-def rig(*, packet_in_limit: int = 1024, serve: bool = True) -> Iterator[Rig]:
+def rig(*, packet_in_limit: int = 1024, serve: bool = True,
+        reval: RevalidatorConfig | None = None) -> Iterator[Rig]:
     sw = SwDatapath()
     ports = [PortConfig(1, "p1"), PortConfig(2, "p2")]
     br = Bridge("br0", ports, placer=sw, packet_in_limit=packet_in_limit)
@@ -57,7 +59,7 @@ def rig(*, packet_in_limit: int = 1024, serve: bool = True) -> Iterator[Rig]:
     d = tempfile.mkdtemp(prefix="fpctl")  # short: AF_UNIX paths are limited to 107 bytes
     path = os.path.join(d, "br0.sock")
     info = BridgeInfo("skip_sw", None, tuple(port_info(p, p.name) for p in ports), br.clock())
-    svc = Service(br, runner, info, path)
+    svc = Service(br, runner, info, path, reval)
     if serve:
         svc.start()
     try:

@@ -12,12 +12,18 @@ from typing import Any
 import pytest
 
 from dpif.actions import Output
+from dpif.errors import ValidationError
+from dpif.fields import ALL_ONES, BY_NAME, FIELDS
+from dpif.keytext import format_key
+from dpif.match import Match
+from swpath.parse import parse_key
 from ofproto.bridge import Bridge
 from ofproto.control import BridgeInfo, ControlCore, packet_flow
 from ofproto.control_io import ControlClient
 from ofproto.control_proto import (ControlError, ProtocolError, RemoteError, Request,
                                    decode_request)
 from ofproto.normal import PortConfig
+from ofproto.revalidator import RevalidatorConfig
 from swpath.datapath import SwDatapath
 from swpath.ports import MemPort
 from tests.ofproto.control_rig import rig, udp
@@ -69,6 +75,37 @@ def test_packet_flow_is_dpctl_text() -> None:
                     "frag=no),udp(src=1234,dst=9999)")
 
 
+def _packet_flow_by_retry(packet: bytes, in_port: int) -> str:
+    """The former packet_flow (format, and on refusal format again without the
+    fields it names): the oracle of the one-pass version."""
+    key = parse_key(packet, BY_NAME["in_port"].put(in_port))
+    m = Match.from_packet_key(key, ALL_ONES)
+    meta = {f.name for f in FIELDS[:FIELDS.index(BY_NAME["eth_src"])]} - {"in_port"}
+    m = m.without(*[f.name for f, v, _ in m.fields() if f.name in meta and v == 0],
+                  *(["tcp_flags"] if m.value("tcp_flags") == 0 else []))
+    try:
+        return format_key(m)
+    except ValidationError as e:
+        hidden = str(e.context.get("fields", ""))
+        return format_key(m.without(*[n for n in hidden.split(",") if n]))
+
+
+@pytest.mark.parametrize("packet", [
+    udp(), udp(dport=53, sport=5353),
+    bytes.fromhex("ffffffffffff020000000001080600010800060400010200000000010a000001"
+                  "0000000000000a000002"),  # ARP request
+    bytes.fromhex("02000000000202000000000186dd6000000000083a40") + bytes(15) + b"\x01"
+    + bytes(15) + b"\x02" + bytes.fromhex("8000000000000000"),  # ICMPv6 echo
+    bytes.fromhex("020000000002020000000001810000640800") + udp()[14:],  # VLAN 100
+    bytes.fromhex("02000000000202000000000188b5") + bytes(46),  # not IP
+    bytes.fromhex("020000000002020000000001080045000028000040004006") + bytes(2)
+    + bytes([10, 0, 0, 1, 10, 0, 0, 2]) + bytes.fromhex("04d20050000000000000000050120000")
+    + bytes(4),  # TCP SYN-ACK
+])
+def test_packet_flow_formats_once_like_the_retry(packet: bytes) -> None:
+    assert packet_flow(packet, 3) == _packet_flow_by_retry(packet, 3)
+
+
 def test_rule_changes_revalidate_installed_flows() -> None:
     core, sw, mem = core_rig()
     call(core, "add-flows", rules=["priority=10,udp,actions=output:2"])
@@ -76,16 +113,18 @@ def test_rule_changes_revalidate_installed_flows() -> None:
     assert len(mem[2].sent) == 1 and len(list(sw.dump())) == 1
     # an unrelated rule keeps the flow
     assert call(core, "add-flows", rules=["priority=20,tcp,actions=drop"])["flows_removed"] == 0
-    # mod-flows changes the actions: the flow goes, the next packet takes the new ones
-    assert call(core, "mod-flows", rule="udp,actions=drop") == {"modified": 1,
-                                                                "flows_removed": 1}
+    # mod-flows changes the actions: the flow is modified in place (same ufid),
+    # and the next packet takes the new ones without an upcall
+    (before,) = sw.dump()
+    assert call(core, "mod-flows", rule="udp,actions=drop") == {
+        "modified": 1, "flows_removed": 0, "flows_modified": 1}
     sw.process(1, [udp()])
     assert len(mem[2].sent) == 1
     (f,) = sw.dump()
-    assert f.actions == ()
+    assert f.actions == () and f.ufid == before.ufid and core.bridge.counters["upcall"] == 1
     # a table miss drops too: the drop flow is still right after the rule goes
-    assert call(core, "del-flows", match="udp", strict=False) == {"deleted": 1,
-                                                                  "flows_removed": 0}
+    assert call(core, "del-flows", match="udp", strict=False) == {
+        "deleted": 1, "flows_removed": 0, "flows_modified": 0}
     assert call(core, "del-flows")["flows_removed"] == 0 and call(core, "dump-flows") == []
     # the counters of the flow that went were credited to its rule before it went
     call(core, "add-flows", rules=["priority=10,udp,actions=output:2"])
@@ -127,6 +166,33 @@ def test_status() -> None:
     assert st["rules"] == 1 and st["flows"] == {"total": 1, "tc_in_hw": 0,
                                                 "tc_not_in_hw": 0, "sw": 1}
     assert st["packet_ins"]["last_seq"] == 1 and st["packet_ins"]["dropped"] == 0
+    rv = st["revalidator"]
+    assert rv["flows"] == 1 and rv["flow_limit"] == st["flow_limit"] == 10000
+    assert rv["flow_limit_max"] == 200000 and rv["sweeps"] == 0 and rv["last_dump_ms"] is None
+    assert (rv["max_idle_ms"], rv["interval_ms"]) == (10000, 500)
+
+
+def test_tick_sweeps_when_due_and_says_when_the_next_is() -> None:
+    now = [100.0]
+    sw = SwDatapath(clock=lambda: now[0])
+    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw,
+                clock=lambda: now[0])
+    sw.upcall = br.handle_upcall
+    sw.add_port(MemPort(2))
+    core = ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock()),
+                       RevalidatorConfig(max_idle=2.0, interval=0.5))
+    call(core, "add-flows", rules=["udp,actions=output:2"])
+    sw.process(1, [udp(), udp()])
+    assert core.tick() == 0.5 and core.reval.totals["sweeps"] == 1
+    now[0] = 100.2
+    assert core.tick() == pytest.approx(0.3) and core.reval.totals["sweeps"] == 1
+    now[0] = 102.5
+    assert core.tick() == 0.5 and core.reval.totals["sweeps"] == 2
+    assert call(core, "dp-dump-flows") == []  # idle 2.5 s > 2 s
+    st = call(core, "status")["revalidator"]
+    assert (st["aged_out"], st["sweeps"], st["flows"]) == (1, 2, 0)
+    assert st["last_dump_ms"] == 0.0 and st["max_idle_ms"] == 2000
+    assert [r["n_packets"] for r in call(core, "dump-flows")] == [2]
 
 
 @pytest.mark.parametrize("line, words", [
@@ -253,7 +319,8 @@ def test_expire_removes_timed_out_rules_and_their_flows() -> None:
     now[0] = 108.5
     assert core.expire() == 2  # idle 5.5 s, and the hard timeout of 8 s
     assert [r["priority"] for r in call(core, "dump-flows")] == [0]
-    assert list(sw.dump()) == []  # their flow went with them
+    (f,) = sw.dump()  # their flow now holds what the rules left say: drop
+    assert f.actions == ()
     sw.process(1, [udp()])
     assert len(mem[2].sent) == 2  # the next packet follows the rules left: drop
 

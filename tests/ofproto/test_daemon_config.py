@@ -16,6 +16,8 @@ bridge = "br0"
 policy = "none"
 netns = "fpsw"
 flow_limit = 5000
+max_idle_ms = 2000
+revalidate_interval_ms = 200
 socket = "/tmp/x/br0.sock"
 rules = "br0.rules"
 eswitch_check = false
@@ -38,6 +40,7 @@ def test_good_config() -> None:
     c = parse_config(GOOD, "/etc/flowpath/br0.toml")
     assert c.bridge == "br0" and c.policy is Policy.NONE and c.netns == "fpsw"
     assert c.flow_limit == 5000 and c.socket == "/tmp/x/br0.sock"
+    assert c.max_idle_ms == 2000 and c.revalidate_interval_ms == 200
     assert c.rules == "/etc/flowpath/br0.rules" and c.eswitch_check is False
     p1, p2 = c.ports
     assert (p1.config.number, p1.netdev, p1.config.vlan_mode, p1.config.tag) == \
@@ -51,6 +54,7 @@ def test_defaults() -> None:
     assert c.policy is Policy.SKIP_SW and c.netns is None and c.rules is None
     assert c.socket == default_socket_path("brx") == "/run/flowpath/brx.sock"
     assert c.eswitch_check is True
+    assert (c.flow_limit, c.max_idle_ms, c.revalidate_interval_ms) == (200_000, 10_000, 500)
 
 
 @pytest.mark.parametrize("text, key, words", [
@@ -67,6 +71,14 @@ def test_defaults() -> None:
     ('bridge = "br0"\nflow_limt = 5\n[[port]]\nnumber=1\nnetdev="p1"', "flow_limt",
      "unknown key"),
     ('bridge = "br0"', "port", "at least one"),
+    ('bridge = "br0"\nmax_idle_ms = 50\n[[port]]\nnumber=1\nnetdev="p1"', "max_idle_ms",
+     "out of range 100.."),
+    ('bridge = "br0"\nmax_idle_ms = true\n[[port]]\nnumber=1\nnetdev="p1"', "max_idle_ms",
+     "integer"),
+    ('bridge = "br0"\nrevalidate_interval_ms = "1s"\n[[port]]\nnumber=1\nnetdev="p1"',
+     "revalidate_interval_ms", "integer"),
+    ('bridge = "br0"\nflow_limit = 0\n[[port]]\nnumber=1\nnetdev="p1"', "flow_limit",
+     "out of range"),
     ('policy = "none"\n[[port]]\nnumber=1\nnetdev="p1"', "bridge", "missing"),
     ('bridge = "br0"\n[[port]]\nnumber=1\nnetdev="a-very-long-netdev-name"', "port[0].netdev",
      "not a valid name"),
