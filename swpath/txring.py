@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from operator import add
 from typing import Protocol
 
-from swpath.ring import _STATUS, _TPACKET_REQ, PACKET_VERSION, SOL_PACKET, TPACKET_V2, RingGeometry
+from swpath.ring import _STATUS, RingGeometry, map_ring
 
 __all__ = ["TxRing", "TxBatch", "PACKET_TX_RING", "TX_DATA_OFF"]
 
@@ -93,12 +93,7 @@ class TxRing:
     """
 
     def __init__(self, sock: socket.socket, geometry: RingGeometry = RingGeometry(frame_nr=512)) -> None:
-        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-        req = _TPACKET_REQ.pack(geometry.block_size, geometry.block_nr, geometry.frame_size,
-                                geometry.frame_nr)
-        sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
-        self._setup(sock, mmap.mmap(sock.fileno(), geometry.size, mmap.MAP_SHARED,
-                                    mmap.PROT_READ | mmap.PROT_WRITE), geometry)
+        self._setup(sock, map_ring(sock, PACKET_TX_RING, geometry), geometry)
 
     @classmethod
     def on_memory(cls, memory: mmap.mmap, geometry: RingGeometry, sock: TxSocket) -> TxRing:
