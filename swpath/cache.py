@@ -28,6 +28,8 @@ most one answer and the probing order cannot change the verdict.  Two matches
 the test is one probe, ``table.get(K & M)``; otherwise each subtable keeps a
 *projection* index per common mask ``C = M & N`` (``dict[K' & C] -> count``),
 built on first use and kept up to date, so the test is still one probe.
+A projection goes when no live mask needs it any more (its subtable went,
+or the insert it was built for was refused).
 
 The projection index (what makes tuple-space search cheap without the EMC)
 lifts that idea to the whole cache.  ``common`` is a mask covered by every
@@ -370,10 +372,12 @@ class MegaflowCache:
         if ufid in self._by_ufid:
             raise FlowExists("a flow with this ufid is installed", ufid=str(ufid))
         other = self._overlapping(match)
-        if other is not None:
-            raise FlowExists("megaflow overlaps an installed flow", ufid=str(ufid),
-                             other=str(other.ufid))
-        if len(self._by_ufid) >= self.flow_limit:
+        if other is not None or len(self._by_ufid) >= self.flow_limit:
+            if match.mask not in self._subtables:
+                self._unproject(match.mask)  # the overlap test's projections for it
+            if other is not None:
+                raise FlowExists("megaflow overlaps an installed flow", ufid=str(ufid),
+                                 other=str(other.ufid))
             raise FlowLimit("software datapath flow limit reached", limit=self.flow_limit)
         sub = self._subtables.get(match.mask)
         if sub is None:
@@ -394,6 +398,16 @@ class MegaflowCache:
         self._work += 1
         self._maybe_rebuild()
         return e
+
+    def _unproject(self, gone: int) -> None:
+        """No subtable has mask ``gone`` (any more): drop the overlap projections
+        (``Subtable.proj``) that only it needed, so they do not pile up as masks
+        come and go.  A projection another live mask shares stays."""
+        live = self._subtables
+        for st in live.values():
+            c = st.mask & gone
+            if c in st.proj and not any(st.mask & m == c for m in live):
+                del st.proj[c]
 
     @staticmethod
     def _find_overlap(st: Subtable, match: Match) -> CacheEntry:
@@ -416,6 +430,8 @@ class MegaflowCache:
                 self._dirty = True  # its subtable may now be a stale candidate
         if not st.table:
             del self._subtables[st.mask]
+            st.proj.clear()
+            self._unproject(st.mask)
             self._ranked = [p for p in self._ranked if p[2] is not st]
             self._unindexed = [p for p in self._unindexed if p[2] is not st]
             self._dirty = True  # common may widen
@@ -448,6 +464,11 @@ class MegaflowCache:
 
     def __contains__(self, ufid: object) -> bool:
         return ufid in self._by_ufid
+
+    @property
+    def subtables(self) -> list[Subtable]:
+        """The subtables in the current probe order (read them, do not change them)."""
+        return [st for _, _, st in self._ranked]
 
     @property
     def masks(self) -> list[int]:
