@@ -151,3 +151,16 @@ def test_daemon_run_bad_config_is_one_line(tmp_path: Path) -> None:
     assert f"file={cfg}" in err and "key=policy" in err and "value='fast'" in err
     rc, _, err = run("daemon", "run", "--config", str(tmp_path / "missing.toml"))
     assert rc == 1 and "cannot read" in err
+
+
+def test_daemon_run_bad_rules_file_names_file_line_and_keeps_the_context(tmp_path: Path
+                                                                         ) -> None:
+    """``read_rules`` (before anything touches the kernel): FILE:LINE in front,
+    and the parser's structured context (which field, which value) kept."""
+    (tmp_path / "br0.rules").write_text("actions=drop\nudp,tp_dst=99999,actions=drop\n")
+    cfg = tmp_path / "br0.toml"
+    cfg.write_text('bridge = "br0"\nrules = "br0.rules"\n[[port]]\nnumber = 1\nnetdev = "p1"\n')
+    rc, _, err = run("daemon", "run", "--config", str(cfg))
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith(f"flowpath: error: {tmp_path / 'br0.rules'}:2: ")
+    assert "field=tp_dst" in err and "value=99999" in err and "pos=11" in err
