@@ -408,8 +408,12 @@ class NetdevPort:
             self._receiver.close()
             self._receiver = None
         if self._txr is not None:
-            self._txr.close()
-            self._txr = None
+            txr, self._txr = self._txr, None
+            txr.close()
+            # the ring's count of queued frames that never left outlives it
+            self._tx_packets -= txr.dropped
+            self._tx_bytes -= txr.dropped_bytes
+            self._tx_dropped += txr.dropped
         for s in (self._rx, self._tx, self._txs, self._nl):
             if s is not None:
                 s.close()
