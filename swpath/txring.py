@@ -234,7 +234,9 @@ class TxRing:
         return False
 
     def close(self) -> None:
+        """Unmap the ring; frames still queued (a kick left them) count as dropped."""
         if self._mm is not None:
+            self._settle(False)
             if self._v32 is not None:
                 self._v32.release()
                 self._v32 = None

@@ -169,6 +169,16 @@ def test_no_skb_memory_keeps_frames_queued_for_the_next_kick() -> None:
     assert k.wire == pkts(8) and ring.pending == 0 and ring.dropped == 0
 
 
+def test_frames_still_queued_at_close_count_as_dropped() -> None:
+    k, ring = pair()
+    k.skb_ok = 2
+    ring.put_many(pkts(5))
+    ring.kick()
+    assert ring.pending == 3
+    ring.close()
+    assert k.wire == pkts(2) and (ring.dropped, ring.dropped_bytes, ring.pending) == (3, 180, 0)
+
+
 def test_a_vanished_device_takes_every_pending_frame_back() -> None:
     k, ring = pair()
     ring.put_many(pkts(6))
