@@ -218,8 +218,11 @@ class MegaflowCache:
             if v.__class__ is CacheEntry:  # the one megaflow under this projection
                 if key & v.mask == v.key:
                     v.sub.hits += 1
-                    if self.emc_size:
-                        self._emc_fill(key, v)
+                    if self.emc_size:  # fill the EMC (inline: this runs per EMC miss)
+                        emc = self._emc
+                        if len(emc) >= self.emc_size:
+                            del emc[next(iter(emc))]
+                        emc[key] = v
                     return v
                 return self._probe(key, (), self._unindexed)
             return self._probe(key, v or (), self._unindexed)  # type: ignore[arg-type]
@@ -232,7 +235,10 @@ class MegaflowCache:
             if e is not None:
                 st.hits += 1
                 if self.emc_size:
-                    self._emc_fill(key, e)
+                    emc = self._emc
+                    if len(emc) >= self.emc_size:
+                        del emc[next(iter(emc))]
+                    emc[key] = e
                 return e
         self.misses += 1
         return None
@@ -249,16 +255,13 @@ class MegaflowCache:
                 if e is not None:
                     st.hits += 1
                     if self.emc_size:
-                        self._emc_fill(key, e)
+                        emc = self._emc
+                        if len(emc) >= self.emc_size:
+                            del emc[next(iter(emc))]
+                        emc[key] = e
                     return e
         self.misses += 1
         return None
-
-    def _emc_fill(self, key: int, e: CacheEntry) -> None:
-        emc = self._emc
-        if len(emc) >= self.emc_size:
-            del emc[next(iter(emc))]
-        emc[key] = e
 
     def lookup_nocache(self, key: int) -> CacheEntry | None:
         """The search without EMC or stats: for oracles and benchmarks."""
