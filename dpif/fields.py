@@ -87,8 +87,8 @@ class BitRange:
         object.__setattr__(self, "all_ones", (1 << self.bits) - 1)
 
     def __reduce__(self) -> tuple[Callable[..., BitRange], tuple[type, dict[str, object]]]:
-        kw = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}  # type: ignore[arg-type]
-        return _rebuild, (type(self), kw)
+        fields = dataclass_fields(self)  # type: ignore[arg-type]
+        return _rebuild, (type(self), {f.name: getattr(self, f.name) for f in fields})
 
     def get(self, packed: int) -> int:
         return (packed >> self.offset) & self.all_ones

@@ -393,7 +393,7 @@ class NetdevPort:
             except OSError:
                 pass
         txr = self._txr
-        ring_drops, ring_drop_bytes = (txr.dropped, txr.dropped_bytes) if txr is not None else (0, 0)
+        ring_drops, ring_drop_bytes = (0, 0) if txr is None else (txr.dropped, txr.dropped_bytes)
         return PortStats(rx_packets=rx.packets, rx_bytes=rx.bytes,
                          rx_dropped=rx.kernel_drops + rx.oversize,
                          tx_packets=self._tx_packets - ring_drops,

@@ -220,7 +220,8 @@ class TxRing:
         if keep and not status(mm, ((first + n - 1) % nframes) * fs)[0] & _UNSENT:
             self.pending = 0  # the last one left, so all did
             return True
-        stop = next((j for j in range(n) if status(mm, ((first + j) % nframes) * fs)[0] & _UNSENT), n)
+        stop = next((j for j in range(n)
+                     if status(mm, ((first + j) % nframes) * fs)[0] & _UNSENT), n)
         if keep and not status(mm, ((first + stop) % nframes) * fs)[0] & TP_STATUS_WRONG_FORMAT:
             self.pending = n - stop
             return True

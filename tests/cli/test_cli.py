@@ -314,7 +314,8 @@ def test_dpctl_short_line_is_the_long_one_minus_ufid_offloaded_dp(
     """dump-flows without ``-m``: the ``-m`` line with exactly its ufid, offloaded
     and dp parts taken out (cut here as text, the oracle), nothing else changed."""
     now = 5000.0
-    stats = FlowStats(packets, packets * 60, None if used_ms is None else now - used_ms / 1000, flags)
+    used = None if used_ms is None else now - used_ms / 1000
+    stats = FlowStats(packets, packets * 60, used, flags)
     long = format_flow(FlowText(match, actions, Ufid(ufid), stats, offloaded, dp), now)
     head = f"ufid:{Ufid(ufid)}, "
     extra = f", offloaded:{'yes' if offloaded else 'no'}, dp:{dp}, actions:"

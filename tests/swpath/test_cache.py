@@ -221,7 +221,8 @@ def test_overlap_projections_go_with_the_masks_that_needed_them() -> None:
     u = 100
     for round_ in range(20):  # each round a new mask, not covering base's: projections
         mask = 0xFF << 8 * (round_ % 4)
-        m = _m(in_port=9, eth_type=0x800, tp_dst=(round_, 0xFFFF), ipv4_src=(0x01020304 & mask, mask))
+        m = _m(in_port=9, eth_type=0x800, tp_dst=(round_, 0xFFFF),
+               ipv4_src=(0x01020304 & mask, mask))
         u += 1
         c.insert(Ufid(u), m, ())
         assert len(base.proj) == 1
