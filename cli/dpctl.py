@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import Any
 
@@ -381,10 +381,14 @@ def _short_line(entry: dict[str, Any], verbose: bool) -> str:
         return f"ufid:{entry['ufid']}, unreadable: {entry['error']}, prio {entry['prio']} " \
                f"handle {entry['handle']:#x}"
     line: str = entry["line"]
-    if not verbose:  # as OVS without -m: no ufid, no offloaded/dp tags
-        line = line.split(", ", 1)[1] if line.startswith("ufid:") else line
-        line = line.replace(f", offloaded:{'yes' if entry['in_hw'] else 'no'}, dp:tc", "")
-    return line
+    return line if verbose else short_line(line)
+
+
+def short_line(line: str) -> str:
+    """A ``-m`` flow line as dpctl prints it without ``-m``: no ufid, offloaded or
+    dp.  Parsed and printed again with the dpif codecs (they round-trip, ``used``
+    included), not cut as a string."""
+    return format_flow(replace(parse_flow(line), ufid=None, offloaded=None, dp=None))
 
 
 @dpctl.command("dump-flows")
@@ -440,16 +444,6 @@ def dump_flows(devs: tuple[str, ...], port_opts: tuple[str, ...], netns: str | N
         click.echo(_short_line(e, verbose))
 
 
-def daemon_flow_line(entry: dict[str, Any], verbose: bool) -> str:
-    """A daemon dump entry as dpctl prints it (``-m``: with ufid, offloaded, dp)."""
-    line: str = entry["line"]
-    if verbose:
-        return line
-    line = line.split(", ", 1)[1] if line.startswith("ufid:") else line
-    return line.replace(f", offloaded:{'yes' if entry['offloaded'] else 'no'}, "
-                        f"dp:{entry['dp']}", "")
-
-
 def _dump_daemon_flows(socket_path: str | None, bridge: str, dp_type: str, verbose: bool,
                        as_json: bool) -> None:
     with connect(socket_path, bridge) as c:
@@ -458,7 +452,7 @@ def _dump_daemon_flows(socket_path: str | None, bridge: str, dp_type: str, verbo
         emit_json(flows)
         return
     for f in flows:
-        click.echo(daemon_flow_line(f, verbose))
+        click.echo(f["line"] if verbose else short_line(f["line"]))
 
 
 @dpctl.command()

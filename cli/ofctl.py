@@ -38,9 +38,7 @@ def _parse_numbered(text: str, where: str | None) -> Rule:
     except ParseError as e:
         if where is None:
             raise
-        raise ParseError(f"{where}: {e.message}", text=e.text, pos=e.pos, expected=e.expected,
-                         **{k: v for k, v in e.context.items()
-                            if k not in ("pos", "expected")}) from None
+        raise e.at(where) from None
 
 
 @ofctl.command()

@@ -53,6 +53,15 @@ class ParseError(FlowpathError):
         self.expected = expected
         super().__init__(message, pos=pos, expected=expected, **context)
 
+    def at(self, where: str, *, drop: str = "") -> ParseError:
+        """This error with ``where`` ("rule 3", "FILE:LINE") in front of its
+        message, a leading ``drop`` (a parser's own "rule: ") taken off it, and
+        everything else kept: text, position, expected and the structured
+        context.  Raise it ``from None``: it says all the original said."""
+        context = {k: v for k, v in self.context.items() if k not in ("pos", "expected")}
+        return ParseError(f"{where}: {self.message.removeprefix(drop)}", text=self.text,
+                          pos=self.pos, expected=self.expected, **context)
+
     def __str__(self) -> str:
         base = super().__str__()
         if self.text is None or self.pos is None:

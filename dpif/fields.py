@@ -44,7 +44,9 @@ parser all read these tables; none of them lists fields again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from enum import Enum
 
 from dpif.errors import ValidationError
@@ -66,16 +68,27 @@ class Fmt(Enum):
 class BitRange:
     """A named run of ``bits`` bits at ``offset`` in a packed int: reading and
     writing a value there.  Shared by the datapath's ``Field`` and ofproto's
-    ``OfField`` (which stacks OF-only fields above the datapath key)."""
+    ``OfField`` (which stacks OF-only fields above the datapath key), both
+    frozen dataclasses with slots.
 
-    __slots__ = ()
+    ``all_ones`` is computed once, when the dataclass's ``__init__`` calls
+    ``__post_init__`` (``replace`` too), into a slot of this class that is no
+    dataclass field (so equality, hashing and repr do not see it).  ``copy`` and
+    ``pickle`` rebuild through ``__init__`` too (``__reduce__``): the dataclass's
+    own ``__setstate__`` would restore the fields only."""
+
+    __slots__ = ("all_ones",)
     name: str
     bits: int
     offset: int
+    all_ones: int
 
-    @property
-    def all_ones(self) -> int:
-        return (1 << self.bits) - 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "all_ones", (1 << self.bits) - 1)
+
+    def __reduce__(self) -> tuple[Callable[..., BitRange], tuple[type, dict[str, object]]]:
+        fields = dataclass_fields(self)  # type: ignore[arg-type]
+        return _rebuild, (type(self), {f.name: getattr(self, f.name) for f in fields})
 
     def get(self, packed: int) -> int:
         return (packed >> self.offset) & self.all_ones
@@ -85,6 +98,10 @@ class BitRange:
             raise ValidationError(f"value {value:#x} does not fit in {self.bits} bits",
                                   field=self.name)
         return value << self.offset
+
+
+def _rebuild(cls: type[BitRange], kw: dict[str, object]) -> BitRange:
+    return cls(**kw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,11 +194,7 @@ class ControlCore:
             try:
                 rules.append(parse_rule(text))
             except ParseError as e:
-                msg = e.message.removeprefix("rule: ")
-                raise ParseError(f"rule {n}: {msg}", text=e.text, pos=e.pos,
-                                 expected=e.expected, **{k: v for k, v in e.context.items()
-                                                         if k not in ("pos", "expected")}
-                                 ) from None
+                raise e.at(f"rule {n}", drop="rule: ") from None
         now = self.bridge.clock()
         for n, r in enumerate(rules, start=1):
             try:

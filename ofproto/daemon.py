@@ -133,8 +133,7 @@ def read_rules(path: str) -> list[Rule]:
         try:
             out.append(parse_rule(text))
         except ParseError as e:
-            raise ParseError(f"{path}:{n}: {e.message}", text=e.text, pos=e.pos,
-                             expected=e.expected) from None
+            raise e.at(f"{path}:{n}") from None
     return out
 
 

@@ -28,6 +28,8 @@ most one answer and the probing order cannot change the verdict.  Two matches
 the test is one probe, ``table.get(K & M)``; otherwise each subtable keeps a
 *projection* index per common mask ``C = M & N`` (``dict[K' & C] -> count``),
 built on first use and kept up to date, so the test is still one probe.
+A projection goes when no live mask needs it any more (its subtable went,
+or the insert it was built for was refused).
 
 The projection index (what makes tuple-space search cheap without the EMC)
 lifts that idea to the whole cache.  ``common`` is a mask covered by every
@@ -216,8 +218,11 @@ class MegaflowCache:
             if v.__class__ is CacheEntry:  # the one megaflow under this projection
                 if key & v.mask == v.key:
                     v.sub.hits += 1
-                    if self.emc_size:
-                        self._emc_fill(key, v)
+                    if self.emc_size:  # fill the EMC (inline: this runs per EMC miss)
+                        emc = self._emc
+                        if len(emc) >= self.emc_size:
+                            del emc[next(iter(emc))]
+                        emc[key] = v
                     return v
                 return self._probe(key, (), self._unindexed)
             return self._probe(key, v or (), self._unindexed)  # type: ignore[arg-type]
@@ -230,7 +235,10 @@ class MegaflowCache:
             if e is not None:
                 st.hits += 1
                 if self.emc_size:
-                    self._emc_fill(key, e)
+                    emc = self._emc
+                    if len(emc) >= self.emc_size:
+                        del emc[next(iter(emc))]
+                    emc[key] = e
                 return e
         self.misses += 1
         return None
@@ -247,16 +255,13 @@ class MegaflowCache:
                 if e is not None:
                     st.hits += 1
                     if self.emc_size:
-                        self._emc_fill(key, e)
+                        emc = self._emc
+                        if len(emc) >= self.emc_size:
+                            del emc[next(iter(emc))]
+                        emc[key] = e
                     return e
         self.misses += 1
         return None
-
-    def _emc_fill(self, key: int, e: CacheEntry) -> None:
-        emc = self._emc
-        if len(emc) >= self.emc_size:
-            del emc[next(iter(emc))]
-        emc[key] = e
 
     def lookup_nocache(self, key: int) -> CacheEntry | None:
         """The search without EMC or stats: for oracles and benchmarks."""
@@ -370,10 +375,12 @@ class MegaflowCache:
         if ufid in self._by_ufid:
             raise FlowExists("a flow with this ufid is installed", ufid=str(ufid))
         other = self._overlapping(match)
-        if other is not None:
-            raise FlowExists("megaflow overlaps an installed flow", ufid=str(ufid),
-                             other=str(other.ufid))
-        if len(self._by_ufid) >= self.flow_limit:
+        if other is not None or len(self._by_ufid) >= self.flow_limit:
+            if match.mask not in self._subtables:
+                self._unproject(match.mask)  # the overlap test's projections for it
+            if other is not None:
+                raise FlowExists("megaflow overlaps an installed flow", ufid=str(ufid),
+                                 other=str(other.ufid))
             raise FlowLimit("software datapath flow limit reached", limit=self.flow_limit)
         sub = self._subtables.get(match.mask)
         if sub is None:
@@ -394,6 +401,16 @@ class MegaflowCache:
         self._work += 1
         self._maybe_rebuild()
         return e
+
+    def _unproject(self, gone: int) -> None:
+        """No subtable has mask ``gone`` (any more): drop the overlap projections
+        (``Subtable.proj``) that only it needed, so they do not pile up as masks
+        come and go.  A projection another live mask shares stays."""
+        live = self._subtables
+        for st in live.values():
+            c = st.mask & gone
+            if c in st.proj and not any(st.mask & m == c for m in live):
+                del st.proj[c]
 
     @staticmethod
     def _find_overlap(st: Subtable, match: Match) -> CacheEntry:
@@ -416,6 +433,8 @@ class MegaflowCache:
                 self._dirty = True  # its subtable may now be a stale candidate
         if not st.table:
             del self._subtables[st.mask]
+            st.proj.clear()
+            self._unproject(st.mask)
             self._ranked = [p for p in self._ranked if p[2] is not st]
             self._unindexed = [p for p in self._unindexed if p[2] is not st]
             self._dirty = True  # common may widen
@@ -448,6 +467,11 @@ class MegaflowCache:
 
     def __contains__(self, ufid: object) -> bool:
         return ufid in self._by_ufid
+
+    @property
+    def subtables(self) -> list[Subtable]:
+        """The subtables in the current probe order (read them, do not change them)."""
+        return [st for _, _, st in self._ranked]
 
     @property
     def masks(self) -> list[int]:

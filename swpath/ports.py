@@ -196,6 +196,7 @@ class NetdevPort:
         self._tx_packets = self._tx_bytes = self._tx_dropped = 0
         self._tx: socket.socket | None = None
         self._txr: TxRing | None = None
+        self._txs: socket.socket | None = None  # the tx ring's socket
         #: flush after every ``send``; a runner that flushes per round turns it off.
         self.autoflush = True
         self._rx: socket.socket | None = None
@@ -235,6 +236,7 @@ class NetdevPort:
                 except BaseException:
                     txs.close()
                     raise
+                self._txs = txs
             rx = self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             rx.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -265,7 +267,7 @@ class NetdevPort:
         if txr is not None and len(packet) <= txr.max_len:
             try:
                 queued = txr.put(packet)
-            except OSError as exc:  # the kick inside put (ring full) failed
+            except OSError as exc:  # the kick inside put (ring full) failed for good
                 self._tx_failed(exc, 1)
                 return
             if not queued:
@@ -289,37 +291,34 @@ class NetdevPort:
         self._tx_bytes += len(packet)
 
     def send_batch(self, packets: list[bytes]) -> None:
-        """``send`` each packet, in order, with the tx ring filled in one loop."""
+        """``send`` each packet, in order, with the tx ring filled in runs."""
         txr = self._txr
         if txr is None or self.autoflush:
             for p in packets:
                 self.send(p)
             return
-        try:
-            queued, nbytes, rest = txr.put_many(packets)
-        except OSError as exc:  # the kick inside put_many (ring full) failed: gone
-            self._tx_failed(exc, len(packets))
-            return
-        self._tx_packets += queued
-        self._tx_bytes += nbytes
-        self._tx_dropped += len(packets) - queued - len(rest)
-        for p in rest:  # too long for a ring frame
+        out = txr.put_many(packets)
+        self._tx_packets += out.queued
+        self._tx_bytes += out.nbytes
+        self._tx_dropped += len(packets) - out.queued - len(out.rest)
+        if out.error is not None:  # a kick failed: the ring counted its frames that did not leave
+            self._tx_failed(out.error, 0)
+        for p in out.rest:  # too long for a ring frame
             self.send(p)
 
     def flush(self) -> None:
-        """Hand every queued frame to the kernel (one syscall); never raises."""
+        """Hand every queued frame to the kernel (one syscall); never raises.  The
+        frames a failed kick did not send are counted by the ring (``TxRing.dropped``)."""
         txr = self._txr
         if txr is None or not txr.pending:
             return
-        n = txr.pending
         try:
             txr.kick()
-        except BlockingIOError:
-            pass  # the kernel keeps the frames queued; the next kick sends them
         except OSError as exc:
-            self._tx_failed(exc, n)
+            self._tx_failed(exc, 0)
 
     def _tx_failed(self, exc: OSError, n: int) -> None:
+        """Count ``n`` packets dropped for ``exc``; a vanished device sets ``error``."""
         self._tx_dropped += n
         if exc.errno in (errno.ENXIO, errno.ENODEV) and self.error is None:
             self.error = PortError("netdev vanished", port=self.name, port_no=self.port_no)
@@ -393,10 +392,12 @@ class NetdevPort:
                 rx.kernel_drops += drops
             except OSError:
                 pass
-        ring_drops = self._txr.dropped if self._txr is not None else 0
+        txr = self._txr
+        ring_drops, ring_drop_bytes = (0, 0) if txr is None else (txr.dropped, txr.dropped_bytes)
         return PortStats(rx_packets=rx.packets, rx_bytes=rx.bytes,
                          rx_dropped=rx.kernel_drops + rx.oversize,
-                         tx_packets=self._tx_packets - ring_drops, tx_bytes=self._tx_bytes,
+                         tx_packets=self._tx_packets - ring_drops,
+                         tx_bytes=self._tx_bytes - ring_drop_bytes,
                          tx_dropped=self._tx_dropped + ring_drops)
 
     def close(self, *, keep_miss_channel: bool = False) -> None:
@@ -407,13 +408,16 @@ class NetdevPort:
             self._receiver.close()
             self._receiver = None
         if self._txr is not None:
-            self._txr.close()
-            self._txr.sock.close()
-            self._txr = None
-        for s in (self._rx, self._tx, self._nl):
+            txr, self._txr = self._txr, None
+            txr.close()
+            # the ring's count of queued frames that never left outlives it
+            self._tx_packets -= txr.dropped
+            self._tx_bytes -= txr.dropped_bytes
+            self._tx_dropped += txr.dropped
+        for s in (self._rx, self._tx, self._txs, self._nl):
             if s is not None:
                 s.close()
-        self._rx = self._tx = self._nl = None
+        self._rx = self._tx = self._txs = self._nl = None
         if self.miss_channel is not None and not keep_miss_channel:
             mc, self.miss_channel = self.miss_channel, None
             with in_netns(self.netns):

@@ -143,7 +143,8 @@ _SLOW_STATUS = TP_STATUS_VLAN_VALID | TP_STATUS_CSUMNOTREADY | TP_STATUS_COPY
 
 @dataclass(frozen=True, slots=True)
 class RingGeometry:
-    """Shape of an rx ring: ``frame_nr`` frames of ``frame_size`` bytes."""
+    """Shape of a ring: ``frame_nr`` frames of ``frame_size`` bytes, frame *i* at
+    ``i * frame_size`` (``block_size`` is a multiple of ``frame_size``)."""
 
     frame_size: int = 2048
     frame_nr: int = 1024
@@ -220,6 +221,16 @@ def _fixup(frame: bytes, vnet: bytes | None, vlan: tuple[int, int] | None,
     return frame
 
 
+def map_ring(sock: socket.socket, which: int, geometry: RingGeometry) -> mmap.mmap:
+    """Give ``sock`` (not bound yet) a TPACKET_V2 ring of ``geometry``, ``which``
+    being ``PACKET_RX_RING`` or ``PACKET_TX_RING``, and map it read-write."""
+    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+    sock.setsockopt(SOL_PACKET, which, _TPACKET_REQ.pack(
+        geometry.block_size, geometry.block_nr, geometry.frame_size, geometry.frame_nr))
+    return mmap.mmap(sock.fileno(), geometry.size, mmap.MAP_SHARED,
+                     mmap.PROT_READ | mmap.PROT_WRITE)
+
+
 def read_stats(sock: socket.socket) -> tuple[int, int]:
     """PACKET_STATISTICS (packets, drops) since the last call (the kernel resets them)."""
     raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
@@ -239,12 +250,7 @@ class RxRing:
         self.geometry = geometry
         self.vnet_hdr = vnet_hdr
         self.counters = RxCounters()
-        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-        req = _TPACKET_REQ.pack(geometry.block_size, geometry.block_nr, geometry.frame_size,
-                                geometry.frame_nr)
-        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self._mm: mmap.mmap | None = mmap.mmap(
-            sock.fileno(), geometry.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mm: mmap.mmap | None = map_ring(sock, PACKET_RX_RING, geometry)
         self._idx = 0
         #: ``stalled()`` answers that found a frame in flight (see the theory of operation)
         self.stalls = 0

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from cli.dpctl import short_line
 from cli.main import cli
+from dpif.actions import Actions
+from dpif.flow import FlowStats, Ufid
+from dpif.flowtext import FlowText, format_flow, parse_flow
+from dpif.match import Match
+from tests.dpif.strategies import action_lists, matches
 
 OVS_LINE = ("recirc_id(0),in_port(2),eth(src=00:00:00:00:00:01,dst=00:00:00:00:00:02),"
             "eth_type(0x0800),ipv4(src=10.1.1.1,dst=10.1.1.2,proto=1,tos=0,ttl=64,frag=no),"
@@ -294,3 +302,24 @@ def test_console_script_help() -> None:
     r = subprocess.run([str(exe), "dpctl", "normalize", "in_port(1"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(matches(), action_lists(), st.integers(0, 2**128 - 1), st.integers(0, 10**9),
+       st.one_of(st.none(), st.integers(0, 10**7)), st.integers(0, 0x1FF), st.booleans(),
+       st.sampled_from(["tc", "sw"]))
+def test_dpctl_short_line_is_the_long_one_minus_ufid_offloaded_dp(
+        match: Match, actions: Actions, ufid: int, packets: int, used_ms: int | None,
+        flags: int, offloaded: bool, dp: str) -> None:
+    """dump-flows without ``-m``: the ``-m`` line with exactly its ufid, offloaded
+    and dp parts taken out (cut here as text, the oracle), nothing else changed."""
+    now = 5000.0
+    used = None if used_ms is None else now - used_ms / 1000
+    stats = FlowStats(packets, packets * 60, used, flags)
+    long = format_flow(FlowText(match, actions, Ufid(ufid), stats, offloaded, dp), now)
+    head = f"ufid:{Ufid(ufid)}, "
+    extra = f", offloaded:{'yes' if offloaded else 'no'}, dp:{dp}, actions:"
+    assert long.startswith(head) and long.count(extra) == 1
+    short = short_line(long)
+    assert short == long.removeprefix(head).replace(extra, ", actions:")
+    assert parse_flow(short, now) == FlowText(match, actions, None, parse_flow(long, now).stats)

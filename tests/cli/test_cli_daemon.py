@@ -7,12 +7,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
+from dpif.flowtext import parse_flow
 from ofproto.revalidator import RevalidatorConfig
 from tests.ofproto.control_rig import Rig, rig, udp
 
@@ -52,6 +54,15 @@ def test_add_flows_dump_flows_and_dpctl(daemon: Rig, tmp_path: Path) -> None:
     assert rc == 0 and out.startswith("recirc_id(0),in_port(1),") and "dp:sw" not in out
     rc, out, _ = run("dpctl", "dump-flows", "--socket", s, "-m", "--type", "sw")
     assert out.startswith("ufid:") and "offloaded:no, dp:sw" in out
+    # without -m: each -m flow minus its ufid, offloaded and dp (used moves on between calls)
+    short, long = run("dpctl", "dump-flows", "--socket", s, "--type", "sw")[1], out
+    assert len(short.splitlines()) == len(long.splitlines()) >= 1
+    for a, b in zip(short.splitlines(), long.splitlines(), strict=True):
+        fa, fb = parse_flow(a), parse_flow(b)
+        assert fb.ufid is not None and fb.offloaded is False and fb.dp == "sw"
+        assert fa.stats is not None and fb.stats is not None
+        assert replace(fa, stats=replace(fa.stats, used=None)) == replace(
+            fb, ufid=None, offloaded=None, dp=None, stats=replace(fb.stats, used=None))
     rc, out, _ = run("dpctl", "dump-flows", "--socket", s, "--type", "offloaded", "--json")
     assert rc == 0 and json.loads(out) == []
     assert run("ofctl", "mod-flows", "--socket", s, "--strict",
@@ -172,3 +183,16 @@ def test_daemon_run_bad_config_is_one_line(tmp_path: Path) -> None:
     assert f"file={cfg}" in err and "key=policy" in err and "value='fast'" in err
     rc, _, err = run("daemon", "run", "--config", str(tmp_path / "missing.toml"))
     assert rc == 1 and "cannot read" in err
+
+
+def test_daemon_run_bad_rules_file_names_file_line_and_keeps_the_context(tmp_path: Path
+                                                                         ) -> None:
+    """``read_rules`` (before anything touches the kernel): FILE:LINE in front,
+    and the parser's structured context (which field, which value) kept."""
+    (tmp_path / "br0.rules").write_text("actions=drop\nudp,tp_dst=99999,actions=drop\n")
+    cfg = tmp_path / "br0.toml"
+    cfg.write_text('bridge = "br0"\nrules = "br0.rules"\n[[port]]\nnumber = 1\nnetdev = "p1"\n')
+    rc, _, err = run("daemon", "run", "--config", str(cfg))
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith(f"flowpath: error: {tmp_path / 'br0.rules'}:2: ")
+    assert "field=tp_dst" in err and "value=99999" in err and "pos=11" in err

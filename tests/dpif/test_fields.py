@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
+
 from dpif.fields import ALL_ONES, BY_NAME, FIELDS, KEY_BITS, LAYOUT
 
 # What nearly every packet and megaflow uses: these must make short ints.
@@ -41,3 +45,18 @@ def test_parser_header_runs_are_adjacent() -> None:
     for hi, lo in (("eth_dst", "eth_src"), ("ip_ttl", "ip_proto"), ("ipv4_src", "ipv4_dst"),
                    ("tp_src", "tp_dst")):
         assert BY_NAME[hi].offset == BY_NAME[lo].offset + BY_NAME[lo].bits, (hi, lo)
+
+
+def test_all_ones_is_computed_once_and_survives_copies() -> None:
+    """``BitRange.all_ones`` is stored at construction (the same int object on
+    every read, not a new one per call), is no dataclass field (equality and
+    hash ignore it), and copies, pickles and ``replace`` keep it right."""
+    for f in FIELDS:
+        assert f.all_ones == (1 << f.bits) - 1
+        assert f.all_ones is f.all_ones
+        assert f.get(ALL_ONES) == f.all_ones
+        for g in (copy.copy(f), copy.deepcopy(f), pickle.loads(pickle.dumps(f))):
+            assert g == f and hash(g) == hash(f) and g.all_ones == f.all_ones
+    narrow = dataclasses.replace(BY_NAME["tp_dst"], bits=4)
+    assert narrow.all_ones == 0xF and narrow != BY_NAME["tp_dst"]
+    assert "all_ones" not in repr(narrow)

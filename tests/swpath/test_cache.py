@@ -3,6 +3,8 @@ ranking, EMC invalidation and the flow limit."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,6 +122,11 @@ def test_cache_equals_linear_scan(script: list[tuple[str, int, int]], emc: int,
         if common is not None:  # the index's mask is within every indexed one
             assert all(m.mask & common == common for m in lin.flows.values()) \
                 or cache.unindexed
+        live = cache.masks
+        for sub in cache.subtables:  # overlap projections: exact, and only for live masks
+            assert set(sub.proj) <= {sub.mask & m for m in live}
+            for c, idx in sub.proj.items():
+                assert idx == dict(Counter(k & c for k in sub.table))
         for k in probes:  # after every step: EMC can never go stale
             e = cache.lookup(k)
             assert (e.ufid if e else None) == lin.lookup(k)
@@ -202,6 +209,32 @@ def test_empty_subtable_goes_away() -> None:
     assert c.masks == [] and len(c) == 0
     with pytest.raises(FlowNotFound):
         c.get(Ufid(1))
+
+
+def test_overlap_projections_go_with_the_masks_that_needed_them() -> None:
+    """Masks come and go around a long-lived subtable: its overlap projections
+    (one per common mask) must not pile up, and nothing is left at the end."""
+    c = MegaflowCache()
+    for port in range(1, 5):  # the long-lived subtable: exact in_port and ipv4_dst
+        c.insert(Ufid(port), _m(in_port=port, eth_type=0x800, ipv4_dst=port), ())
+    base = c.subtables[0]
+    u = 100
+    for round_ in range(20):  # each round a new mask, not covering base's: projections
+        mask = 0xFF << 8 * (round_ % 4)
+        m = _m(in_port=9, eth_type=0x800, tp_dst=(round_, 0xFFFF),
+               ipv4_src=(0x01020304 & mask, mask))
+        u += 1
+        c.insert(Ufid(u), m, ())
+        assert len(base.proj) == 1
+        c.remove(Ufid(u))
+        assert base.proj == {}  # the projection went with its mask
+    # a refused insert (it overlaps flow 1) leaves no projection behind either
+    with pytest.raises(FlowExists):
+        c.insert(Ufid(999), _m(in_port=1, ipv4_src=(0x01000000, 0xFF000000)), ())
+    assert base.proj == {}
+    for port in range(1, 5):
+        c.remove(Ufid(port))
+    assert c.subtables == [] and c.masks == [] and c.unindexed == 0 and base.proj == {}
 
 
 def _ipv4(port: int, dst: int, **kw: int) -> Match:

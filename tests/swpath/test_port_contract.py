@@ -104,6 +104,30 @@ class TestNetdevPortContract(PortContract):
             capture.close()
 
 
+    def test_a_kick_failing_mid_batch_counts_exactly_what_left(self, port_env: PortEnv) -> None:
+        """600 frames in one ``send_batch``, the 101st longer than the veth's MTU
+        lets out: the first 512 fill the tx ring; the 513th needs a frame, so the
+        ring kicks, and the kernel sends 100 and refuses the 101st.  Exactly those
+        100 are counted sent; the rest is dropped, and the ring goes on."""
+        port = port_env.port
+        port.autoflush = False
+        frames = [self.frame(port_env, i, outbound=True) for i in range(600)]
+        frames[100] = self.frame(port_env, 100, outbound=True, size=1600)
+        port.send_batch(frames)
+        assert self.sent_frames(port_env, 100) == frames[:100]
+        s = port.stats()
+        assert (s.tx_packets, s.tx_bytes, s.tx_dropped) == (100, sum(map(len, frames[:100])), 500)
+        more = [self.frame(port_env, 1000 + i, outbound=True) for i in range(50)]
+        port.send_batch(more)
+        port.flush()
+        assert self.sent_frames(port_env, 150) == frames[:100] + more
+        s = port.stats()
+        assert (s.tx_packets, s.tx_dropped) == (150, 500)
+        port.close()  # the ring's drop count outlives the ring
+        c = port.stats()
+        assert (c.tx_packets, c.tx_bytes, c.tx_dropped) == (s.tx_packets, s.tx_bytes, 500)
+
+
 @pytest.mark.kernel
 class TestNetdevPortRecvmsgContract(TestNetdevPortContract):
     """The same port with recvmsg batching instead of the rx ring (``ring=False``)."""

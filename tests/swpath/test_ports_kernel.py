@@ -17,8 +17,9 @@ import pytest
 
 from kernel.netns import NetnsFactory, VethFactory
 from swpath.ports import MISS_PRIO, NetdevPort, in_netns
-from swpath.ring import ones_complement
+from swpath.ring import PACKET_RX_RING, RingGeometry, map_ring, ones_complement
 from swpath.runner import Runner
+from swpath.txring import PACKET_TX_RING
 from tests.swpath.fabric import (
     A_IP,
     B_IP,
@@ -64,6 +65,22 @@ def open_ports(fab: Fabric, sink: CrossConnect, *, miss: bool, ring: bool = True
     for no, dev in ((1, "s1"), (2, "s2")):
         sink.ports[no] = NetdevPort(dev, no, netns=fab.s.name, miss=miss, ring=ring)
     return Runner(sink, sink.ports.values())
+
+
+@pytest.mark.parametrize("which", [PACKET_RX_RING, PACKET_TX_RING], ids=["rx", "tx"])
+def test_map_ring_maps_the_geometry_the_kernel_took(which: int) -> None:
+    """The one ring setup of rx and tx: the kernel takes the geometry (a ring of
+    another shape would fail the setsockopt), maps all of it, every frame free."""
+    g = RingGeometry(frame_size=4096, frame_nr=48, block_size=1 << 16)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+        mm = map_ring(sock, which, g)
+        try:
+            assert len(mm) == g.size == 48 * 4096
+            assert not any(mm[i * g.frame_size] for i in range(g.frame_nr))
+            with pytest.raises(OSError):  # one ring of a kind per socket
+                map_ring(sock, which, g)
+        finally:
+            mm.close()
 
 
 def udp_ok(frame: bytes) -> bool:
