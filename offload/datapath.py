@@ -55,7 +55,7 @@ from dpif.match import Match
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
-from offload.tc_netlink import TcNetlink, TcOp
+from offload.tc_netlink import TcNetlink, TcOp, gc_paused
 from offload.tc_template import FilterTemplate, compile_template, template_key
 from swpath.cache import MegaflowCache
 
@@ -181,14 +181,13 @@ class OffloadDatapath(Datapath):
             raise
 
     def _place(self, spec: FlowSpec, carried: FlowStats) -> DpFlow:
-        f = self._translate(spec.match, spec.actions, spec.ufid)
-        if isinstance(f, NotOffloadable):
-            return self._to_sw(spec, str(f))
-        try:
-            self.tc.add(f)
-        except OffloadError as e:
-            return self._to_sw(spec, f"tc refused: {e.extack or e.message}")
-        return self._on_tc(spec, f, carried)
+        op = self._translate_op(spec)
+        if isinstance(op, NotOffloadable):
+            return self._to_sw(spec, str(op))
+        (err,) = self.tc.apply([op])
+        if err is not None:
+            return self._to_sw(spec, f"tc refused: {err.extack or err.message}")
+        return self._on_tc(spec, op.filter, carried)
 
     def _on_tc(self, spec: FlowSpec, f: V.FlowerFilter, carried: FlowStats) -> DpFlow:
         self._tc[spec.ufid] = TcFlow(spec.ufid, spec.match, spec.actions, f, carried)
@@ -209,7 +208,12 @@ class OffloadDatapath(Datapath):
 
         The specs are translated lazily, as ``TcNetlink.apply`` reads the
         operations chunk by chunk: a chunk is translated while the one
-        before is in the kernel."""
+        before is in the kernel.  The garbage collector is paused meanwhile
+        (``tc_netlink.gc_paused``)."""
+        with gc_paused():
+            return self._put_many(specs)
+
+    def _put_many(self, specs: Iterable[FlowSpec]) -> list[DpFlow | DatapathError]:
         out: list[DpFlow | DatapathError | None] = []
         pending: list[tuple[int, FlowSpec, V.FlowerFilter]] = []
         stopped: list[BaseException] = []

@@ -9,7 +9,9 @@ iproute2's own flower/action printers).
 from __future__ import annotations
 
 import errno
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -325,10 +327,17 @@ def test_hand_decoder_matches_pyroute2_on_kernel_dumps(dev: Any) -> None:
     assert {d.filter for d in tc.dump(ifindex)} == set(put)
 
 
+def apply_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("tc-apply")]
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["sender-thread", "no-thread"])
 def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory: Any,
-                                                         tc_flower: None) -> None:
+                                                         tc_flower: None, pipelined: bool) -> None:
+    """7 chunks of 16 (the sender thread's path, or each chunk in turn):
+    every refusal is matched to its request, with the kernel's extack."""
     veth_factory(netns, "vp0", netns, "vp1")
-    with TcNetlink(netns=netns.name, batch_size=16) as tc:
+    with TcNetlink(netns=netns.name, batch_size=16, pipelined=pipelined) as tc:
         ifindex = tc.ifindex("vp0")
         tc.ensure_ingress(ifindex)
         ops = [TcOp("add", FlowerFilter(
@@ -336,11 +345,14 @@ def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory
             keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
             actions=(Mirred(99999 if h % 3 == 0 else tc.ifindex("vp1")),)))
             for h in range(1, 101)]
-        out = tc.apply(ops)
+        out = tc.apply(iter(ops))  # read lazily
+        assert not apply_threads()  # the sender thread did not outlive the call
+        one = tc.apply([ops[2]])[0]  # the same refusal on its own: the kernel's words
+        assert isinstance(one, OffloadError) and one.extack
         for h, o in enumerate(out, start=1):
             if h % 3 == 0:
                 assert isinstance(o, OffloadError) and o.errno == errno.ENODEV, (h, o)
-                assert o.context["handle"] == h
+                assert o.context["handle"] == h and o.extack == one.extack
             else:
                 assert o is None, (h, o)
         assert {d.filter.handle for d in tc.dump(ifindex)} == {h for h in range(1, 101) if h % 3}
@@ -348,3 +360,34 @@ def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory
         again = tc.apply(ops)
         assert all(isinstance(o, OffloadError) for o in again)
         assert [o.errno for o in again if isinstance(o, OffloadError)].count(errno.EEXIST) == 67
+        assert [o.context["handle"] for o in again if isinstance(o, OffloadError)] == list(
+            range(1, 101))
+
+
+def test_an_exception_from_the_ops_stops_the_batch(netns: Any, veth_factory: Any,
+                                                   tc_flower: None) -> None:
+    """A generator that raises mid-batch: the exception propagates, no
+    thread is left, whole chunks at most were sent (none after it), and
+    the socket still works."""
+    veth_factory(netns, "vx0", netns, "vx1")
+    with TcNetlink(netns=netns.name, batch_size=16) as tc:
+        ifindex = tc.ifindex("vx0")
+        tc.ensure_ingress(ifindex)
+
+        def ops(n: int, fail_at: int | None) -> Iterator[TcOp]:
+            for h in range(1, n + 1):
+                if h == fail_at:
+                    raise KeyError("translation bug")
+                yield TcOp("add", FlowerFilter(
+                    ifindex, prio=1, handle=h, flags=SKIP_HW, protocol=0x0800,
+                    keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
+                    actions=(Gact.drop(),)))
+        with pytest.raises(KeyError, match="translation bug"):
+            tc.apply(ops(100, fail_at=41))
+        assert not apply_threads()
+        sent = {d.filter.handle for d in tc.dump(ifindex)}
+        assert sent in ({h for h in range(1, 1 + k * 16)} for k in range(3)), sorted(sent)
+        assert tc.apply([]) == []
+        again = [op for op in ops(60, None) if op.filter.handle not in sent]
+        assert tc.apply(again) == [None] * len(again)  # the socket is in step
+        assert len(tc.dump(ifindex)) == 60
