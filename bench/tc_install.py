@@ -13,12 +13,9 @@ own fresh namespace:
 * ``put``      -- ``OffloadDatapath.put`` of each megaflow (translation,
                  bookkeeping, one netlink round trip per flow);
 * ``put_many`` -- ``OffloadDatapath.put_many`` of all of them (the same
-                 translation and bookkeeping, one pipelined tc batch), and
-                 again with ``TcNetlink(pipelined=False)``: no sender
-                 thread, what the thread buys is the difference;
+                 translation and bookkeeping, one pipelined tc batch);
 * ``install``  -- ``to_flower`` of every megaflow, then one batched
-                 ``TcNetlink.install`` (translation time shown apart), and
-                 ``install`` again without the sender thread;
+                 ``TcNetlink.install`` (translation time shown apart);
 * ``tc -batch``-- ``tc -n NS -batch FILE`` with the same filters, the file
                  written from the very FlowerFilter values (not timed);
 * dumps with counters: ``OffloadDatapath.dump`` (decode + back to DpFlow),
@@ -179,17 +176,15 @@ def run_put(specs: list[FlowSpec], profile: bool, dumps: bool = True) -> dict[st
     return res
 
 
-def run_put_many(specs: list[FlowSpec], pipelined: bool = True,
-                 dumps: bool = True) -> dict[str, float]:
+def run_put_many(specs: list[FlowSpec], dumps: bool = True) -> dict[str, float]:
     res: dict[str, float] = {}
-    tag = "" if pipelined else " (no thread)"
     with fresh_ns("pm") as ns:
-        tc = TcNetlink(netns=ns, pipelined=pipelined)
+        tc = TcNetlink(netns=ns)
         dp = OffloadDatapath(tc, SwDatapath(flow_limit=len(specs) + 1), policy=Policy.SKIP_HW,
                              flow_limit=len(specs) + 1)
         dp.add_port(1, "bp0")
         dp.add_port(2, "bp1")
-        res["put_many" + tag], out = timed(lambda: dp.put_many(specs))
+        res["put_many"], out = timed(lambda: dp.put_many(specs))
         bad = [o for o in out if not isinstance(o, DpFlow) or o.placement.dp != "tc"]
         assert not bad, [str(o) for o in bad[:3]]
         if dumps:
@@ -201,12 +196,11 @@ def run_put_many(specs: list[FlowSpec], pipelined: bool = True,
     return res
 
 
-def run_install(specs: list[FlowSpec], pipelined: bool = True, dumps: bool = True
+def run_install(specs: list[FlowSpec], dumps: bool = True
                 ) -> tuple[dict[str, float], list[V.FlowerFilter]]:
     res: dict[str, float] = {}
-    tag = "" if pipelined else " (no thread)"
     with fresh_ns("inst") as ns:
-        tc = TcNetlink(netns=ns, pipelined=pipelined)
+        tc = TcNetlink(netns=ns)
         ports = {1: PortInfo(1, tc.ifindex("bp0"), "bp0"), 2: PortInfo(2, tc.ifindex("bp1"), "bp1")}
         tc.ensure_ingress(ports[1].ifindex)
 
@@ -218,8 +212,8 @@ def run_install(specs: list[FlowSpec], pipelined: bool = True, dumps: bool = Tru
                 assert not isinstance(f, NotOffloadable), f
                 out.append(f)
             return out
-        res["translate" + tag], filters = timed(translate)
-        res["install" + tag], outcomes = timed(lambda: tc.install(filters))
+        res["translate"], filters = timed(translate)
+        res["install"], outcomes = timed(lambda: tc.install(filters))
         assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
         if dumps:
             res["tc.dump"], dumped = timed(lambda: tc.dump(ports[1].ifindex))
@@ -283,10 +277,8 @@ def main() -> int:
             got: dict[str, float] = {}
             ri, filters = run_install(specs, dumps=dumps)
             got.update(ri)
-            got.update(run_install(specs, pipelined=False, dumps=False)[0])
             got.update(run_tc_batch(filters, dumps=dumps))
             got.update(run_put_many(specs, dumps=dumps))
-            got.update(run_put_many(specs, pipelined=False, dumps=False))
             if n <= args.no_put_above:
                 got.update(run_put(specs, args.profile and i == 0 and rep == 0, dumps=dumps))
             print(f"# N={n}: " + ", ".join(f"{k} {v:.2f}s" for k, v in got.items()), flush=True)
@@ -304,13 +296,9 @@ def main() -> int:
         tcb = r["tc -batch"]
         print(row(n, "OffloadDatapath.put (one by one)", r.get("put"), tcb, "tc -batch"))
         print(row(n, "OffloadDatapath.put_many (batched)", r["put_many"], tcb, "tc -batch"))
-        print(row(n, "  the same, no sender thread", r["put_many (no thread)"], tcb,
-                  "tc -batch"))
         print(row(n, "to_flower + TcNetlink.install (batched)", r["translate"] + r["install"],
                   tcb, "tc -batch"))
         print(row(n, "  of which TcNetlink.install", r["install"], tcb, "tc -batch"))
-        print(row(n, "  TcNetlink.install, no sender thread", r["install (no thread)"], tcb,
-                  "tc -batch"))
         if not dumps:
             continue
         print(row(n, "OffloadDatapath.dump (with stats)", r.get("dp.dump", r["dp.dump(pm)"]),

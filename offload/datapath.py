@@ -200,60 +200,49 @@ class OffloadDatapath(Datapath):
         """``put`` of many flows with one pipelined tc batch (an upcall burst,
         a revalidator sweep).  Each flow gets exactly what ``put`` would give
         it, in order: its DpFlow, or the DatapathError ``put`` would raise
-        (FlowExists, FlowLimit...), without stopping the others.  Another
-        exception stops the batch where ``put`` one by one would have
-        stopped: the flows before it are placed, the flow that raised and
-        those after it are not, and it propagates.  Not part of the
-        ``Datapath`` interface (``put`` one by one is the contract).
-
-        The specs are translated lazily, as ``TcNetlink.apply`` reads the
-        operations chunk by chunk: a chunk is translated while the one
-        before is in the kernel.  The garbage collector is paused meanwhile
-        (``tc_netlink.gc_paused``)."""
+        (FlowExists, FlowLimit...), without stopping the others.  Not part of
+        the ``Datapath`` interface (``put`` one by one is the contract).
+        The garbage collector is paused meanwhile (``tc_netlink.gc_paused``)."""
         with gc_paused():
             return self._put_many(specs)
 
     def _put_many(self, specs: Iterable[FlowSpec]) -> list[DpFlow | DatapathError]:
         out: list[DpFlow | DatapathError | None] = []
-        pending: list[tuple[int, FlowSpec, V.FlowerFilter]] = []
-        stopped: list[BaseException] = []
+        pending: list[tuple[int, FlowSpec, TcOp]] = []
         index = self._index
-
-        def to_tc() -> Iterator[TcOp]:
-            for spec in specs:
-                try:
-                    index.insert(spec.ufid, spec.match, spec.actions)
-                except DatapathError as e:
-                    out.append(e)
-                    continue
-                try:
-                    op = self._translate_op(spec)
-                    if isinstance(op, NotOffloadable):
-                        out.append(self._to_sw(spec, str(op)))
-                        continue
-                except DatapathError as e:
-                    index.remove(spec.ufid)
-                    out.append(e)
-                    continue
-                except BaseException as e:  # as put: this one is not placed; stop here
-                    index.remove(spec.ufid)
-                    stopped.append(e)
-                    return
-                pending.append((len(out), spec, op.filter))
-                out.append(None)
-                yield op
+        for spec in specs:
+            try:
+                index.insert(spec.ufid, spec.match, spec.actions)
+            except DatapathError as e:
+                out.append(e)
+                continue
+            try:
+                op = self._translate_op(spec)
+                if isinstance(op, NotOffloadable):
+                    out.append(self._to_sw(spec, str(op)))
+                else:
+                    pending.append((len(out), spec, op))
+                    out.append(None)
+            except DatapathError as e:
+                index.remove(spec.ufid)
+                out.append(e)
+            except BaseException:  # as put: nothing of the unsent batch stays
+                for _, p, _ in pending:
+                    index.remove(p.ufid)
+                index.remove(spec.ufid)
+                raise
         try:
-            results = self.tc.apply(to_tc())
+            results = self.tc.apply([op for _, _, op in pending])
         except BaseException:  # no outcome for any of them: none is placed
             for _, spec, _ in pending:
                 index.remove(spec.ufid)
             raise
         placement = self._tc_placement(None)
         flows, zero = self._tc, FlowStats()
-        for (i, spec, f), err in zip(pending, results):
-            if err is None:
+        for (i, spec, op), err in zip(pending, results):
+            if err is None:  # _on_tc, without a log line per flow
                 ufid, match, actions = spec.ufid, spec.match, spec.actions
-                flows[ufid] = TcFlow(ufid, match, actions, f, zero)
+                flows[ufid] = TcFlow(ufid, match, actions, op.filter, zero)
                 out[i] = DpFlow(ufid, match, actions, zero, placement)
                 continue
             try:
@@ -261,9 +250,7 @@ class OffloadDatapath(Datapath):
             except DatapathError as e:
                 index.remove(spec.ufid)
                 out[i] = e
-        self._log.debug("flows on tc", count=len(pending))
-        if stopped:
-            raise stopped[0]
+        self._log.debug("flows on tc", count=len(pending) - sum(map(bool, results)))
         return [o for o in out if o is not None]
 
     def _translate_op(self, spec: FlowSpec) -> TcOp | NotOffloadable:

@@ -27,16 +27,7 @@ of our own (opened on first use, in the netns, via pyroute2's
   succeeded.  The chunk is bounded so that all of its refusals fit in
   SO_RCVBUF at once (8 MiB when root may force it): no ENOBUFS, no lost
   outcome.  Acks are capped (NETLINK_CAP_ACK: the request is not echoed).
-  ``apply`` reads its operations lazily, ``PIPE_CHUNK`` at a time, and from
-  the second chunk on hands each encoded chunk to a sender thread of its
-  own: ``send`` releases the GIL and the kernel handles the whole datagram
-  inside that syscall (rtnetlink runs in the sender's context), so chunk k
-  is in the kernel while this thread encodes -- or the caller's generator
-  translates -- chunk k+1.  The sender works through the chunks in order,
-  one at a time (all of chunk k's replies are read before chunk k+1 is
-  sent, so the bound above holds), the outcomes are mapped to errors here,
-  in order, and the thread is joined before ``apply`` returns or raises.
-  The garbage collector is paused for the batch (``gc_paused``).
+  The garbage collector is paused for a batch (``gc_paused``).
 * Dump: one RTM_GETTFILTER request with NLM_F_DUMP, then ``recv_into`` one
   1 MiB buffer until NLMSG_DONE; each multipart datagram is split and
   decoded by ``tc_dumpshape`` (a compiled Struct per message shape), else
@@ -55,11 +46,8 @@ import errno as errno_mod
 import gc
 import os
 import socket
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Iterable, Iterator
 
 import structlog
@@ -100,7 +88,6 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # root may exceed the sysctl limits
 SOCK_BUF = 8 << 20
 RECV_BUF = 1 << 20  # a dump datagram is at most ~32 KiB; an ack, a few hundred bytes
 ACK_TRUESIZE = 4096  # generous receive-buffer charge of one refusal (skb + extack)
-PIPE_CHUNK = 256  # requests per chunk: a pipelined batch overlaps chunk k+1's encoding with k
 
 
 @contextmanager
@@ -163,8 +150,7 @@ class TcOp:
 class TcNetlink:
     """tc flower I/O on one network namespace (None: the current one)."""
 
-    def __init__(self, netns: str | None = None, batch_size: int = 2048,
-                 pipelined: bool = True) -> None:
+    def __init__(self, netns: str | None = None, batch_size: int = 2048) -> None:
         kwargs: dict[str, Any] = {"ext_ack": True}
         if netns is not None:
             kwargs["netns"] = netns
@@ -177,7 +163,6 @@ class TcNetlink:
             marshal.msg_map[msg_type] = N.tcmsg_flower
         self.netns = netns
         self.batch_size = batch_size
-        self.pipelined = pipelined  # False: no sender thread (chunks sent in turn)
         self.created_qdiscs: set[int] = set()
         self._names: dict[int, str] = {}
         self._log = log.bind(netns=netns)
@@ -273,46 +258,16 @@ class TcNetlink:
 
     def apply(self, ops: Iterable[TcOp]) -> list[OffloadError | None]:
         """Send many operations, pipelined; one outcome per operation, in order.
-
-        ``ops`` is read lazily, a chunk at a time, so a caller's generator
-        (``OffloadDatapath.put_many``'s translation) runs while the chunk
-        before is in the kernel: from the second chunk on, a sender thread
-        (this call's own, joined before it returns) sends each chunk and
-        reads its acks while this thread reads and encodes the next one.
-        An exception -- from ``ops``, or a socket error (OffloadError) --
-        stops the sending of chunks not sent yet and propagates."""
+        The garbage collector is paused meanwhile (``gc_paused``)."""
+        ops = list(ops)
+        out: list[OffloadError | None] = [None] * len(ops)
         with gc_paused():
-            return self._apply(iter(ops))
-
-    def _apply(self, it: Iterator[TcOp]) -> list[OffloadError | None]:
-        self._socket()
-        step = min(self._chunk, PIPE_CHUNK) if self.pipelined else self._chunk
-        chunk = list(islice(it, step))
-        after = list(islice(it, step)) if chunk else []
-        out: list[OffloadError | None] = []
-        if not after or not self.pipelined:  # one chunk (a single request...): no thread
-            while chunk:
-                out += self._outcomes(chunk, self._transmit_mapped(chunk))
-                chunk, after = after, (list(islice(it, step)) if after else [])
-            return out
-        stop = threading.Event()
-        sent: list[tuple[list[TcOp], Future[dict[int, tuple[int, str | None]]]]] = []
-        with ThreadPoolExecutor(1, thread_name_prefix="tc-apply") as pool:
-            try:
-                while chunk:
-                    sent.append((chunk, pool.submit(self._transmit, *self._encode_chunk(chunk),
-                                                    stop)))
-                    chunk, after = after, (list(islice(it, step)) if after else [])
-            except BaseException:
-                stop.set()
-                raise
-            for chunk, fut in sent:
-                try:
-                    refused = fut.result()
-                except OSError as exc:  # ENOBUFS: replies were dropped, outcome unknown
-                    op0 = chunk[0]
-                    raise self._error(exc.errno or 0, None, op0.op, op0.filter.ifindex) from exc
-                out += self._outcomes(chunk, refused)
+            self._socket()
+            for start in range(0, len(ops), self._chunk):
+                chunk = ops[start:start + self._chunk]
+                for i, (code, text) in self._send_chunk(chunk).items():
+                    op = chunk[i]
+                    out[start + i] = self._error(code, text, op.op, op.filter.ifindex, op.filter)
         return out
 
     def install(self, filters: Iterable[FlowerFilter], replace: bool = False
@@ -414,26 +369,11 @@ class TcNetlink:
             raise self._error(exc.errno or 0, None, op, ifindex) from exc
         return bytes(buf[:n])
 
-    def _outcomes(self, ops: list[TcOp], refused: dict[int, tuple[int, str | None]]
-                  ) -> list[OffloadError | None]:
-        out: list[OffloadError | None] = [None] * len(ops)
-        for i, (code, text) in refused.items():
-            op = ops[i]
-            out[i] = self._error(code, text, op.op, op.filter.ifindex, op.filter)
-        return out
-
-    def _transmit_mapped(self, ops: list[TcOp]) -> dict[int, tuple[int, str | None]]:
-        """``_transmit`` of one chunk in this thread, socket errors mapped."""
-        try:
-            return self._transmit(*self._encode_chunk(ops))
-        except OSError as exc:  # ENOBUFS: replies were dropped, outcome unknown
-            raise self._error(exc.errno or 0, None, ops[0].op, ops[0].filter.ifindex) from exc
-
-    def _encode_chunk(self, ops: list[TcOp]) -> tuple[list[bytes], int, int]:
-        """The datagrams of a chunk (as few as SO_SNDBUF allows) and the
-        sequence numbers of its first and last request.  Only the last
-        asks for an ack (the kernel acks a failure anyway), so reading up
-        to that ack reads every refusal before it: they are processed, and
+    def _send_chunk(self, ops: list[TcOp]) -> dict[int, tuple[int, str | None]]:
+        """Send ``ops`` without waiting in between; return {index: (errno,
+        extack)} of the refused ones.  Only the chunk's last message asks for
+        an ack (the kernel acks a failure anyway), so reading up to
+        that ack has read every refusal before it: they are processed, and
         answered, in order."""
         sock, pid = self._socket()
         if self._seq + len(ops) > 0xFFFFFFFF:  # keep first..last increasing: no wrap inside
@@ -442,48 +382,34 @@ class TcNetlink:
         datagrams: list[bytes] = []
         data: list[bytes] = []
         size = 0
-        limit = self._sndbuf - 1024
-        last = len(ops) - 1
         for i, op in enumerate(ops):
-            raw = self._wire(op, self._next_seq(), pid, ack=i == last)
-            if size + len(raw) > limit and data:
+            last = i == len(ops) - 1
+            raw = self._wire(op, self._next_seq(), pid, ack=last)
+            if size + len(raw) > self._sndbuf - 1024 and data:
                 datagrams.append(b"".join(data))
                 data, size = [], 0
             data.append(raw)
             size += len(raw)
         datagrams.append(b"".join(data))
-        return datagrams, first, self._seq
-
-    def _transmit(self, datagrams: list[bytes], first: int, last_seq: int,
-                  stop: threading.Event | None = None) -> dict[int, tuple[int, str | None]]:
-        """Send a chunk's datagrams and read its replies up to the last
-        request's ack; return {index in the chunk: (errno, extack)} of the
-        refused requests.  Nothing is sent once ``stop`` is set; a socket
-        error (OSError, unmapped: this may run on the sender thread) sets it."""
-        if stop is not None and stop.is_set():
-            return {}
-        sock = self._sock
-        assert sock is not None
-        refused: dict[int, tuple[int, str | None]] = {}
-        buf = self._buf
+        last_seq = self._seq
+        op0 = ops[0]
         try:
             for dgram in datagrams:
                 sock.send(dgram)
-            while True:
-                n = sock.recv_into(buf)
-                data_in = bytes(buf[:n])
-                for msg_type, flags, seq, start, end in D.messages(data_in):
-                    if msg_type != D.NLMSG_ERROR or not first <= seq <= last_seq:
-                        continue  # (a stale reply of an abandoned request)
-                    code, text = D.ack(data_in, start, end, flags)
-                    if code:
-                        refused[seq - first] = (code, text)
-                    if seq == last_seq:
-                        return refused
-        except BaseException:
-            if stop is not None:
-                stop.set()
-            raise
+        except OSError as exc:
+            raise self._error(exc.errno or 0, None, op0.op, op0.filter.ifindex) from exc
+        refused: dict[int, tuple[int, str | None]] = {}
+        buf = self._buf
+        while True:
+            data_in = self._recv(buf, op0.op, op0.filter.ifindex)
+            for msg_type, flags, seq, start, end in D.messages(data_in):
+                if msg_type != D.NLMSG_ERROR or not first <= seq <= last_seq:
+                    continue  # (a stale reply of an abandoned request)
+                code, text = D.ack(data_in, start, end, flags)
+                if code:
+                    refused[seq - first] = (code, text)
+                if seq == last_seq:
+                    return refused
 
     def _wire(self, op: TcOp, seq: int, pid: int, ack: bool) -> bytes:
         try:
