@@ -53,7 +53,8 @@ def _foreign(dp: OffloadDatapath, handle: int) -> FlowerFilter:
     that handle is refused (EEXIST, "Filter already exists")."""
     return FlowerFilter(dp.ports[1].ifindex, prio=PRIO_MIN, handle=handle, protocol=0x0800,
                         flags=N.TCA_CLS_FLAGS_SKIP_HW, actions=(Gact.drop(),),
-                        keys={"TCA_FLOWER_KEY_ETH_TYPE": 0x0800, "TCA_FLOWER_KEY_IP_PROTO": 6})
+                        keys={"TCA_FLOWER_KEY_ETH_TYPE": 0x0800, "TCA_FLOWER_KEY_IP_PROTO": 6,
+                              "TCA_FLOWER_KEY_TCP_DST": handle})
 
 
 def test_put_many_is_put_one_by_one(netns_factory: Callable[..., Netns],
