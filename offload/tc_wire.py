@@ -18,6 +18,11 @@ compiled once at import into per-attribute ``(type | flags, packer)`` pairs.
 The action option lists come from the action values' own ``options()`` (the
 same lists ``tc_values.encode_filter`` hands to pyroute2).
 
+``encode_filter_body`` is the message after the netlink header (what a
+template of ``tc_template`` holds) and ``body_offsets`` finds, by walking
+those bytes, where the keys' payloads and the cookie are (what a template
+patches).
+
 Anything outside what the tables cover (an action kind without an options
 class, e.g. ``UnknownAction``; an atom with no packer here such as 'hex')
 raises ``FastEncodeUnsupported``; the sender then falls back to pyroute2's
