@@ -184,7 +184,10 @@ class OffloadDatapath(Datapath):
         op = self._translate_op(spec)
         if isinstance(op, NotOffloadable):
             return self._to_sw(spec, str(op))
-        (err,) = self.tc.apply([op])
+        try:
+            (err,) = self.tc.apply([op])
+        except OffloadError as e:  # (a socket error: as tc.add raised it)
+            err = e
         if err is not None:
             return self._to_sw(spec, f"tc refused: {err.extack or err.message}")
         return self._on_tc(spec, op.filter, carried)
