@@ -9,7 +9,11 @@ Theory of operation
   tc netlink I/O happens;
 * the software datapath (``swpath.SwDatapath``) for everything else.
 
-``put`` translates the megaflow (``tc_flower.to_flower``, pure).  A
+``put`` translates the megaflow (``tc_flower.to_flower``, pure; the
+megaflows after the first of one mask, control values, in_port, recirc_id
+and actions through that first one's ``tc_template`` -- the same filter and
+bytes, patched).  ``put_many`` does the same for a burst, with one
+pipelined tc batch and the garbage collector paused.  A
 ``NotOffloadable`` answer, or a kernel refusal (its extack text is kept),
 puts the flow in software instead, and the flow's ``Placement`` says where
 it lives and why.  A flow is in exactly one place.  A shadow megaflow index
