@@ -5,7 +5,11 @@
 Encodes the shared tc test cases (every key group with an action, every
 action case) and prints the mean time per filter for pyroute2's generic
 ``msg.encode()`` (from ``encode_filter``) and for
-``tc_wire.encode_filter_bytes``, and their ratio.  No kernel needed.
+``tc_wire.encode_filter_bytes``, and their ratio.  Then, for the megaflows
+of bench/tc_install.py (one mask, UDP, exact ipv4_dst + tp_dst), the time
+per flow of the full path (``to_flower`` + ``encode_filter_bytes``) and of
+a ``tc_template.FilterTemplate.build`` (filter and body, checked equal).
+No kernel needed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from offload import tc_nla as N  # noqa: E402
 from offload.tc_values import FlowerFilter, Gact, encode_filter  # noqa: E402
 from offload.tc_wire import encode_filter_bytes  # noqa: E402
+from dpif.actions import Output  # noqa: E402
+from dpif.flow import Ufid  # noqa: E402
+from dpif.match import Match  # noqa: E402
+from offload.tc_flower import PortInfo, to_flower  # noqa: E402
+from offload.tc_template import compile_template  # noqa: E402
+from offload.tc_wire import encode_filter_body  # noqa: E402
 from tests.offload.tc_cases import ACTION_CASES, KEY_CASES  # noqa: E402
 
 RTM_NEWTFILTER = 44
@@ -66,6 +76,36 @@ def main() -> None:
     print(f"pyroute2 encode_filter + msg.encode: {slow * 1e6:8.1f} us/filter")
     print(f"tc_wire.encode_filter_bytes:         {fast * 1e6:8.1f} us/filter")
     print(f"ratio: {slow / fast:.1f}x")
+    templates(n)
+
+
+def templates(n: int) -> None:
+    ports = {1: PortInfo(1, 3, "bp0"), 2: PortInfo(2, 4, "bp1")}
+    acts = (Output(2),)
+    ms = [Match.build(in_port=1, recirc_id=0, vlan_tpid=0, eth_type=0x0800, ip_proto=17,
+                      ipv4_dst=0x0A000000 + (i >> 4), tp_dst=1000 + (i & 15), ip_frag=(0, 3))
+          for i in range(n)]
+
+    def full(i: int) -> FlowerFilter:
+        f = to_flower(ms[i], acts, Ufid(i), ports=ports, prio=0x800, handle=i + 1, flags=1)
+        assert isinstance(f, FlowerFilter)
+        return f
+    t = compile_template(full(0), ms[0], acts)
+    assert t is not None
+    for i in (1, n - 1):  # sanity: the same filter and bytes
+        f, body = t.build(ms[i].key, i + 1, Ufid(i).to_bytes())
+        assert f == full(i) and bytes(body) == encode_filter_body(full(i))
+    t0 = time.perf_counter()
+    for i in range(n):
+        encode_filter_bytes(full(i), RTM_NEWTFILTER, FLAGS, i)
+    t1 = time.perf_counter()
+    for i in range(n):
+        t.build(ms[i].key, i + 1, Ufid(i).to_bytes())
+    t2 = time.perf_counter()
+    print(f"megaflow -> filter + bytes, {n} flows of one mask:")
+    print(f"to_flower + encode_filter_bytes:     {(t1 - t0) / n * 1e6:8.1f} us/flow")
+    print(f"FilterTemplate.build:                {(t2 - t1) / n * 1e6:8.1f} us/flow")
+    print(f"ratio: {(t1 - t0) / (t2 - t1):.1f}x")
 
 
 if __name__ == "__main__":

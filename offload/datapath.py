@@ -9,7 +9,11 @@ Theory of operation
   tc netlink I/O happens;
 * the software datapath (``swpath.SwDatapath``) for everything else.
 
-``put`` translates the megaflow (``tc_flower.to_flower``, pure).  A
+``put`` translates the megaflow (``tc_flower.to_flower``, pure; the
+megaflows after the first of one mask, control values, in_port, recirc_id
+and actions through that first one's ``tc_template`` -- the same filter and
+bytes, patched).  ``put_many`` does the same for a burst, with one
+pipelined tc batch and the garbage collector paused.  A
 ``NotOffloadable`` answer, or a kernel refusal (its extack text is kept),
 puts the flow in software instead, and the flow's ``Placement`` says where
 it lives and why.  A flow is in exactly one place.  A shadow megaflow index
@@ -55,7 +59,8 @@ from dpif.match import Match
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
-from offload.tc_netlink import TcNetlink
+from offload.tc_netlink import TcNetlink, TcOp, gc_paused
+from offload.tc_template import FilterTemplate, compile_template, template_key
 from swpath.cache import MegaflowCache
 
 log = structlog.get_logger("offload.datapath")
@@ -63,6 +68,7 @@ log = structlog.get_logger("offload.datapath")
 ETH_HLEN = 14
 PRIO_MIN = 0x0800  # flowpath's tc priorities: PRIO_MIN .. PRIO_MAX
 PRIO_MAX = 0xFEFF  # (0xFFFF is the miss channel's catch-all, swpath.ports.MISS_PRIO)
+TEMPLATES_MAX = 4096  # filter templates kept (tc_template), forgotten all at once beyond
 
 
 class Policy(Enum):
@@ -113,6 +119,9 @@ class OffloadDatapath(Datapath):
         self._sw_reason: dict[Ufid, str] = {}
         self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
         self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
+        # tc_template.template_key -> (template, ingress, outputs) or None (no template)
+        self._templates: dict[tuple[int, int, A.Actions],
+                              tuple[FilterTemplate, PortInfo, list[PortInfo]] | None] = {}
         self._log = log.bind(policy=policy.value)
 
     # -- ports -------------------------------------------------------------------
@@ -124,6 +133,7 @@ class OffloadDatapath(Datapath):
         info = PortInfo(port_no, ifindex, ifname)
         self.ports[port_no] = info
         self._by_ifindex[ifindex] = info
+        self._templates.clear()  # a translation may change with the ports
         self.tc.ensure_ingress(ifindex)
         return info
 
@@ -175,14 +185,16 @@ class OffloadDatapath(Datapath):
             raise
 
     def _place(self, spec: FlowSpec, carried: FlowStats) -> DpFlow:
-        f = self._translate(spec.match, spec.actions, spec.ufid)
-        if isinstance(f, NotOffloadable):
-            return self._to_sw(spec, str(f))
+        op = self._translate_op(spec)
+        if isinstance(op, NotOffloadable):
+            return self._to_sw(spec, str(op))
         try:
-            self.tc.add(f)
-        except OffloadError as e:
-            return self._to_sw(spec, f"tc refused: {e.extack or e.message}")
-        return self._on_tc(spec, f, carried)
+            (err,) = self.tc.apply([op])
+        except OffloadError as e:  # (a socket error: as tc.add raised it)
+            err = e
+        if err is not None:
+            return self._to_sw(spec, f"tc refused: {err.extack or err.message}")
+        return self._on_tc(spec, op.filter, carried)
 
     def _on_tc(self, spec: FlowSpec, f: V.FlowerFilter, carried: FlowStats) -> DpFlow:
         self._tc[spec.ufid] = TcFlow(spec.ufid, spec.match, spec.actions, f, carried)
@@ -196,44 +208,86 @@ class OffloadDatapath(Datapath):
         a revalidator sweep).  Each flow gets exactly what ``put`` would give
         it, in order: its DpFlow, or the DatapathError ``put`` would raise
         (FlowExists, FlowLimit...), without stopping the others.  Not part of
-        the ``Datapath`` interface (``put`` one by one is the contract)."""
+        the ``Datapath`` interface (``put`` one by one is the contract).
+        The garbage collector is paused meanwhile (``tc_netlink.gc_paused``)."""
+        with gc_paused():
+            return self._put_many(specs)
+
+    def _put_many(self, specs: Iterable[FlowSpec]) -> list[DpFlow | DatapathError]:
         out: list[DpFlow | DatapathError | None] = []
-        pending: list[tuple[int, FlowSpec, V.FlowerFilter]] = []
+        pending: list[tuple[int, FlowSpec, TcOp]] = []
+        index = self._index
         for spec in specs:
             try:
-                self._index.insert(spec.ufid, spec.match, spec.actions)
+                index.insert(spec.ufid, spec.match, spec.actions)
             except DatapathError as e:
                 out.append(e)
                 continue
             try:
-                f = self._translate(spec.match, spec.actions, spec.ufid)
-                if isinstance(f, NotOffloadable):
-                    out.append(self._to_sw(spec, str(f)))
+                op = self._translate_op(spec)
+                if isinstance(op, NotOffloadable):
+                    out.append(self._to_sw(spec, str(op)))
                 else:
-                    pending.append((len(out), spec, f))
+                    pending.append((len(out), spec, op))
                     out.append(None)
             except DatapathError as e:
-                self._index.remove(spec.ufid)
+                index.remove(spec.ufid)
                 out.append(e)
             except BaseException:  # as put: nothing of the unsent batch stays
                 for _, p, _ in pending:
-                    self._index.remove(p.ufid)
-                self._index.remove(spec.ufid)
+                    index.remove(p.ufid)
+                index.remove(spec.ufid)
                 raise
         try:
-            results = self.tc.install([f for _, _, f in pending])
+            results = self.tc.apply([op for _, _, op in pending])
         except BaseException:  # no outcome for any of them: none is placed
             for _, spec, _ in pending:
-                self._index.remove(spec.ufid)
+                index.remove(spec.ufid)
             raise
-        for (i, spec, f), err in zip(pending, results):
+        placement = self._tc_placement(None)
+        flows, zero = self._tc, FlowStats()
+        for (i, spec, op), err in zip(pending, results):
+            if err is None:  # _on_tc, without a log line per flow
+                ufid, match, actions = spec.ufid, spec.match, spec.actions
+                flows[ufid] = TcFlow(ufid, match, actions, op.filter, zero)
+                out[i] = DpFlow(ufid, match, actions, zero, placement)
+                continue
             try:
-                out[i] = (self._on_tc(spec, f, FlowStats()) if err is None else
-                          self._to_sw(spec, f"tc refused: {err.extack or err.message}"))
+                out[i] = self._to_sw(spec, f"tc refused: {err.extack or err.message}")
             except DatapathError as e:
-                self._index.remove(spec.ufid)
+                index.remove(spec.ufid)
                 out[i] = e
+        self._log.debug("flows on tc", count=len(pending) - sum(map(bool, results)))
         return [o for o in out if o is not None]
+
+    def _translate_op(self, spec: FlowSpec) -> TcOp | NotOffloadable:
+        """The tc add of a new megaflow: through the template of its mask,
+        control values and actions when there is one (``tc_template``: the
+        very filter and bytes of ``_translate`` + ``tc_wire``), else
+        ``_translate`` (which makes the template for the next ones)."""
+        match, actions = spec.match, spec.actions
+        tkey = template_key(match, actions)
+        entry = self._templates.get(tkey)
+        if entry is not None:
+            t, ingress, targets = entry
+            base = t.filter
+            if self.check is None or not targets or self.check(ingress, targets) is None:
+                handle = self._handle(base.ifindex, base.chain, base.prio)
+                if handle < 1 << 32:
+                    f, body = t.build(match.key, handle, spec.ufid.to_bytes())
+                    return TcOp("add", f, body)
+            # (refused by the check, or out of handles: the full path says how)
+        full = self._translate(match, actions, spec.ufid)
+        if isinstance(full, NotOffloadable):
+            return full
+        if tkey not in self._templates:
+            made = compile_template(full, match, actions)
+            if len(self._templates) >= TEMPLATES_MAX:
+                self._templates.clear()
+            self._templates[tkey] = None if made is None else (
+                made, self.ports[match.value("in_port")],
+                [self.ports[a.port] for a in actions if isinstance(a, A.Output)])
+        return TcOp("add", full)
 
     def _tc_placement(self, dump: V.FilterDump | None) -> Placement:
         if self.policy is Policy.SKIP_SW:

@@ -384,18 +384,26 @@ def _make_plan(m: Match) -> _Plan | NotOffloadable | None:
     return tuple(steps), got[1]
 
 
+def plan_of(m: Match) -> _Plan | NotOffloadable | None:
+    """The cached plan of m's mask and control values (None: no plan is
+    kept, the full path decides): per canonical key (attribute, constant,
+    bit offset of the field it copies or -1, the field's all-ones, converter
+    of the copied int or None), and the tcm protocol."""
+    ident = (m.mask, m.key & _CONTROL_BITS)
+    if ident in _PLANS:
+        return _PLANS[ident]
+    plan = _make_plan(m)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[ident] = plan
+    return plan
+
+
 def canonical_match_keys(m: Match) -> tuple[tuple[tuple[str, V.Value], ...], int] | NotOffloadable:
     """``canonical_keys`` of ``_match_keys(m)`` and the protocol, or the
     refusal (ValidationError as canonical_keys raises it), through the plan
     of m's mask and control values."""
-    ident = (m.mask, m.key & _CONTROL_BITS)
-    if ident in _PLANS:
-        plan = _PLANS[ident]
-    else:
-        plan = _make_plan(m)
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        _PLANS[ident] = plan
+    plan = plan_of(m)
     if plan is None:
         got = _match_keys(m)
         if isinstance(got, NotOffloadable):

@@ -149,6 +149,15 @@ class FlowerFilter:
         new.__dict__.update(self.__dict__, prio=prio, handle=handle)
         return new
 
+    def variant(self, keys: tuple[tuple[str, Value], ...], handle: int,
+                cookie: bytes) -> FlowerFilter:
+        """This filter with other keys, handle and cookie, *not* checked: for
+        ``tc_template``, whose caller vouches for them (canonical keys of
+        the same plan, a handle in range, a cookie of the same length)."""
+        new = object.__new__(FlowerFilter)
+        new.__dict__.update(self.__dict__, keys=keys, handle=handle, cookie=cookie)
+        return new
+
     def key(self, name: str) -> Value | None:
         return dict(self.keys).get(name)
 

@@ -18,6 +18,11 @@ compiled once at import into per-attribute ``(type | flags, packer)`` pairs.
 The action option lists come from the action values' own ``options()`` (the
 same lists ``tc_values.encode_filter`` hands to pyroute2).
 
+``encode_filter_body`` is the message after the netlink header (what a
+template of ``tc_template`` holds) and ``body_offsets`` finds, by walking
+those bytes, where the keys' payloads and the cookie are (what a template
+patches).
+
 Anything outside what the tables cover (an action kind without an options
 class, e.g. ``UnknownAction``; an atom with no packer here such as 'hex')
 raises ``FastEncodeUnsupported``; the sender then falls back to pyroute2's
@@ -234,10 +239,61 @@ def encode_filter_bytes(f: FlowerFilter, msg_type: int, flags: int, seq: int,
                         pid: int = 0) -> bytes:
     """The complete netlink message pyroute2 would send for
     ``encode_filter(f)`` with this header type/flags/sequence number/pid."""
-    body = (_KIND_FLOWER + attr(_T_CHAIN, _U32(f.chain))
-            + attr(_T_OPTIONS, encode_options(f)))
-    return header(msg_type, flags, seq, pid, f.ifindex, f.handle, f.parent, f.prio,
-                   f.protocol, len(body)) + body
+    body = encode_filter_body(f)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, flags, seq, pid) + body
+
+
+def encode_filter_body(f: FlowerFilter) -> bytes:
+    """What follows the netlink header in ``encode_filter_bytes``: the tcmsg
+    and the attributes (the same for add and replace, any seq/pid)."""
+    attrs = (_KIND_FLOWER + attr(_T_CHAIN, _U32(f.chain))
+             + attr(_T_OPTIONS, encode_options(f)))
+    return TCMSG.pack(socket.AF_UNSPEC, 0, 0, f.ifindex, f.handle, f.parent,
+                      (f.prio << 16) | socket.htons(f.protocol)) + attrs
+
+
+def with_header(body: Encoded, msg_type: int, flags: int, seq: int, pid: int) -> bytes:
+    """A netlink message: its header (type, flags, seq, pid) + ``body``."""
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, flags, seq, pid) + body
+
+
+TCMSG_HANDLE_AT = 8  # byte offset of tcm_handle in the tcmsg (family, pads, ifindex)
+
+
+def _nla_walk(data: Encoded, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(type without flags, payload start, payload end) of the attributes in
+    data[start:end]."""
+    out = []
+    while start + 4 <= end:
+        n, num = NLAHDR.unpack_from(data, start)
+        out.append((num & 0x3FFF, start + 4, start + n))
+        start += (n + 3) & ~3
+    return out
+
+
+def body_offsets(body: Encoded, nkeys: int) -> tuple[list[int], int | None]:
+    """Where ``encode_filter_body`` put things: the payload offset of each of
+    the first ``nkeys`` flower keys (f.keys order) and of the first action's
+    cookie (None without one)."""
+    top = {num: (a, b) for num, a, b in _nla_walk(body, TCMSG.size, len(body))}
+    a, b = top[_T_OPTIONS & 0x3FFF]
+    opts = _nla_walk(body, a, b)
+    keys = [start for _, start, _ in opts[:nkeys]]
+    cookie = None
+    acts = [(s, e) for num, s, e in opts if num == _F_ACT & 0x3FFF]
+    if acts:
+        first = _nla_walk(body, *acts[0])[0]
+        cookie = next((s for num, s, _ in _nla_walk(body, first[1], first[2])
+                       if num == _A_COOKIE & 0x3FFF), None)
+    return keys, cookie
+
+
+def key_packer(name: str) -> Packer:
+    """The packer of flower key ``name`` (FastEncodeUnsupported if none)."""
+    try:
+        return _KEYS[name][1]
+    except KeyError:
+        raise FastEncodeUnsupported(f"flower key {name}") from None
 
 
 def encode_delete_bytes(ifindex: int, chain: int, prio: int, handle: int, protocol: int,

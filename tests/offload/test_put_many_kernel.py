@@ -9,10 +9,12 @@ from collections.abc import Callable
 import pytest
 
 from dpif.actions import Output
-from dpif.errors import FlowExists, FlowLimit
+from dpif.errors import DatapathError, FlowExists, FlowLimit
 from dpif.flow import DpFlow, FlowSpec, Ufid
 from dpif.match import Match
-from offload.datapath import Policy
+from offload import tc_nla as N
+from offload.datapath import PRIO_MIN, OffloadDatapath, Policy
+from offload.tc_values import FlowerFilter, Gact
 from tests.kernel.netns import Netns, VethPair
 from tests.offload.test_datapath_kernel import make_offload
 
@@ -44,3 +46,53 @@ def test_put_many_matches_put(netns_factory: Callable[..., Netns],
     assert len(dp.tc.dump(dp.ports[1].ifindex)) == len(on_tc)
     assert {f.ufid for f in dp.dump()} == set(flows)
     dp.cleanup()
+
+
+def _foreign(dp: OffloadDatapath, handle: int) -> FlowerFilter:
+    """Another program's filter at our first prio with ``handle``: our add of
+    that handle is refused (EEXIST, "Filter already exists")."""
+    return FlowerFilter(dp.ports[1].ifindex, prio=PRIO_MIN, handle=handle, protocol=0x0800,
+                        flags=N.TCA_CLS_FLAGS_SKIP_HW, actions=(Gact.drop(),),
+                        keys={"TCA_FLOWER_KEY_ETH_TYPE": 0x0800, "TCA_FLOWER_KEY_IP_PROTO": 6,
+                              "TCA_FLOWER_KEY_TCP_DST": handle})
+
+
+def test_put_many_is_put_one_by_one(netns_factory: Callable[..., Netns],
+                                              veth_factory: Callable[..., VethPair],
+                                              tc_flower: None) -> None:
+    """70 flows in tc batches of 8, with kernel refusals in the middle (two
+    foreign filters hold handles 5 and 37): every flow gets what ``put``
+    one by one gives it in another namespace -- the same DpFlow, placement
+    and refusal text (the kernel's extack) -- the filters we hold are the
+    ones ``put`` makes and exactly what the kernel dumps, and one template
+    served the whole table."""
+    specs = [spec(i) for i in range(70)]
+    specs[20] = spec(20, out_port=9)  # no such port: not offloadable -> software
+    got: dict[str, list[DpFlow | DatapathError]] = {}
+    held: dict[str, dict[Ufid, FlowerFilter]] = {}
+    for way in ("put", "put_many"):
+        ns = netns_factory("fppp")
+        veth_factory(ns, "pp0", ns, "pp1")
+        dp = make_offload(ns, {1: "pp0", 2: "pp1"}, Policy.SKIP_HW)
+        dp.tc.batch_size = 8  # (read when the filter socket opens: now)
+        for h in (5, 37):
+            dp.tc.add(_foreign(dp, h))
+        if way == "put":
+            got[way] = [dp.put(s) for s in specs]
+        else:
+            got[way] = dp.put_many(iter(specs))
+            assert len(dp._templates) == 1
+        held[way] = {u: t.filter for u, t in dp.tc_flows.items()}
+        ours = {d.filter for d in dp.tc.dump(dp.ports[1].ifindex)
+                if d.filter.cookie}
+        assert ours == set(held[way].values())
+        dp.cleanup()
+    assert got["put_many"] == got["put"]
+    refused = [o for o in got["put"] if isinstance(o, DpFlow) and o.placement.dp == "sw"]
+    assert len(refused) == 3
+    reasons = [o.placement.reason or "" for o in refused]
+    assert sum("Filter already exists" in r for r in reasons) == 2, reasons
+    strip = {u: (f.keys, f.prio, f.handle, f.chain, f.protocol, f.flags, f.cookie,
+                 [a.kind for a in f.actions]) for u, f in held["put"].items()}
+    assert {u: (f.keys, f.prio, f.handle, f.chain, f.protocol, f.flags, f.cookie,
+                [a.kind for a in f.actions]) for u, f in held["put_many"].items()} == strip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -327,6 +328,8 @@ def test_hand_decoder_matches_pyroute2_on_kernel_dumps(dev: Any) -> None:
 
 def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory: Any,
                                                          tc_flower: None) -> None:
+    """7 chunks of 16: every refusal is matched to its request, with the
+    kernel's extack."""
     veth_factory(netns, "vp0", netns, "vp1")
     with TcNetlink(netns=netns.name, batch_size=16) as tc:
         ifindex = tc.ifindex("vp0")
@@ -336,7 +339,7 @@ def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory
             keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
             actions=(Mirred(99999 if h % 3 == 0 else tc.ifindex("vp1")),)))
             for h in range(1, 101)]
-        out = tc.apply(ops)
+        out = tc.apply(iter(ops))
         for h, o in enumerate(out, start=1):
             if h % 3 == 0:
                 assert isinstance(o, OffloadError) and o.errno == errno.ENODEV, (h, o)
@@ -344,7 +347,39 @@ def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory
             else:
                 assert o is None, (h, o)
         assert {d.filter.handle for d in tc.dump(ifindex)} == {h for h in range(1, 101) if h % 3}
-        # a whole chunk refused (more refusals than one chunk holds) keeps every outcome
+        # a whole chunk refused (more refusals than one chunk holds) keeps every outcome,
+        # each with the kernel's extack ("Filter already exists" for a taken handle)
+        one = tc.apply([ops[0]])[0]  # the same refusal on its own: the kernel's words
+        assert isinstance(one, OffloadError) and one.errno == errno.EEXIST and one.extack
         again = tc.apply(ops)
         assert all(isinstance(o, OffloadError) for o in again)
         assert [o.errno for o in again if isinstance(o, OffloadError)].count(errno.EEXIST) == 67
+        assert [o.context["handle"] for o in again if isinstance(o, OffloadError)] == list(
+            range(1, 101))
+        assert all(o.extack == one.extack for o in again
+                   if isinstance(o, OffloadError) and o.errno == errno.EEXIST)
+
+
+def test_an_exception_from_the_ops_sends_nothing(netns: Any, veth_factory: Any,
+                                                 tc_flower: None) -> None:
+    """A generator of operations that raises mid-way: the exception
+    propagates, nothing was sent, and the socket is in step afterwards."""
+    veth_factory(netns, "vx0", netns, "vx1")
+    with TcNetlink(netns=netns.name, batch_size=16) as tc:
+        ifindex = tc.ifindex("vx0")
+        tc.ensure_ingress(ifindex)
+
+        def ops(n: int, fail_at: int | None) -> Iterator[TcOp]:
+            for h in range(1, n + 1):
+                if h == fail_at:
+                    raise KeyError("translation bug")
+                yield TcOp("add", FlowerFilter(
+                    ifindex, prio=1, handle=h, flags=SKIP_HW, protocol=0x0800,
+                    keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
+                    actions=(Gact.drop(),)))
+        with pytest.raises(KeyError, match="translation bug"):
+            tc.apply(ops(100, fail_at=41))
+        assert tc.dump(ifindex) == []
+        assert tc.apply([]) == []
+        assert tc.apply(ops(60, None)) == [None] * 60
+        assert len(tc.dump(ifindex)) == 60

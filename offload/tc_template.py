@@ -1,0 +1,135 @@
+"""Filter templates: a megaflow's flower filter and its wire bytes without
+the translation, for the many megaflows that differ only in copied values.
+
+Theory of operation
+-------------------
+``tc_flower``'s per-mask plan says, for every match with one mask and one set
+of control values, which canonical flower keys are constants and which copy
+a field's value.  Everything else in the filter the datapath makes of a
+megaflow -- device (in_port), chain (recirc_id), protocol (a control
+value), prio (per mask and protocol), flags (policy), the tc actions (the
+datapath actions and its ports) -- does not depend on the copied values
+either, but for ``dec_ttl``, whose translation reads ip_ttl.  So the first
+filter the full path makes for such a megaflow is compiled into a
+``FilterTemplate``: the filter value and its encoded body (``tc_wire``: the
+tcmsg and the attributes, what follows the netlink header), with the byte
+offset and byte order of each copied key's payload, of the handle and of
+the cookie.  ``build`` makes another megaflow's filter and body by patching
+only those: its keys (the plan's constants and its copied values), its
+handle and its cookie (the ufid).
+
+``compile_template`` returns None -- the full path every time -- for a
+match whose plan is not kept, for actions with dec_ttl, for a filter
+``tc_wire`` does not encode, or without a cookie.  Which megaflows share a
+template (``template_key``) and when to forget templates (the datapath's
+ports change) is the caller's business.  ``tests/offload/test_tc_template.py``
+checks ``build`` against the full path (``to_flower`` + ``tc_wire``) with
+hypothesis: the same filter, the same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Optional
+
+from dpif import actions as A
+from dpif.fields import BY_NAME
+from dpif.match import Match
+from offload import tc_flower as TF
+from offload import tc_wire as W
+from offload.tc_values import FlowerFilter, Value
+
+_HANDLE = struct.Struct("=I")
+# the bits of a match that decide its template, with its mask and actions:
+# the plan's control fields, in_port (the device) and recirc_id (the chain)
+SELECT_BITS = (TF._CONTROL_BITS | BY_NAME["in_port"].field_mask
+               | BY_NAME["recirc_id"].field_mask)
+
+
+def template_key(m: Match, actions: A.Actions) -> tuple[int, int, A.Actions]:
+    """Megaflows with equal keys here share a template (given the same
+    ports, policy and prio table)."""
+    return m.mask, m.key & SELECT_BITS, actions
+
+
+# (index in keys, attribute, bit offset, all-ones, converter, byte offset in
+# the body, payload size, byte order)
+_Copied = tuple[int, str, int, int, Optional[Callable[[int], Value]], int, int, str]
+
+
+class FilterTemplate:
+    """The filter of one template key, and how to make another's."""
+
+    __slots__ = ("filter", "body", "keys", "copied", "cookie_at")
+
+    def __init__(self, f: FlowerFilter, body: bytes, copied: tuple[_Copied, ...],
+                 cookie_at: int) -> None:
+        self.filter = f
+        self.body = body
+        self.keys = list(f.keys)
+        self.copied = copied
+        self.cookie_at = cookie_at
+
+    def build(self, key: int, handle: int, cookie: bytes) -> tuple[FlowerFilter, bytearray]:
+        """The filter and body for a match with packed ``key`` (of this
+        template's key), at ``handle`` (1 .. 2**32-1) with ``cookie`` (as
+        long as the template's)."""
+        keys = self.keys.copy()
+        body = bytearray(self.body)
+        for i, attr, off, ones, conv, at, size, order in self.copied:
+            v = (key >> off) & ones
+            keys[i] = (attr, v if conv is None else conv(v))
+            body[at:at + size] = v.to_bytes(size, order)  # type: ignore[arg-type]
+        _HANDLE.pack_into(body, W.TCMSG_HANDLE_AT, handle)
+        at = self.cookie_at
+        body[at:at + len(cookie)] = cookie
+        return self.filter.variant(tuple(keys), handle, cookie), body
+
+
+def _byte_order(attr: str, conv: Callable[[int], Value] | None, size: int,
+                ones: int) -> str | None:
+    """The byte order in which tc_wire packs the copied int of ``attr`` (one
+    for a value with distinct bytes, checked on all-ones too), or None if it
+    packs it some other way."""
+    pack = W.key_packer(attr)
+
+    def packed(v: int) -> bytes:
+        return pack(v if conv is None else conv(v))
+    probe = int.from_bytes(bytes(range(1, size + 1)), "big") & ones
+    for order in ("big", "little"):
+        if all(packed(v) == v.to_bytes(size, order)
+               for v in (probe, ones, 0)):
+            return order
+    return None
+
+
+def compile_template(f: FlowerFilter, m: Match, actions: A.Actions) -> FilterTemplate | None:
+    """The template of ``f``, the full path's filter for megaflow (m,
+    actions); None when there can be none (see the module's docstring)."""
+    plan = TF.plan_of(m)
+    if not isinstance(plan, tuple) or not f.cookie:
+        return None
+    if any(isinstance(a, A.DecTtl) for a in actions):
+        return None
+    steps, _ = plan
+    if [s[0] for s in steps] != [k for k, _ in f.keys]:
+        return None  # not the plan's keys (cannot happen for to_flower's filters)
+    try:
+        body = W.encode_filter_body(f)
+    except W.FastEncodeUnsupported:
+        return None
+    key_at, cookie_at = W.body_offsets(body, len(f.keys))
+    if cookie_at is None:
+        return None
+    copied: list[_Copied] = []
+    for i, (attr, _, off, ones, conv) in enumerate(steps):
+        if off < 0:
+            continue
+        at = key_at[i]
+        size = W.NLAHDR.unpack_from(body, at - 4)[0] - 4
+        order = _byte_order(attr, conv, size, ones)
+        if order is None:
+            return None
+        copied.append((i, attr, off, ones, conv, at, size, order))
+    return FilterTemplate(f, body, tuple(copied), cookie_at)
