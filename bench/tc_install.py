@@ -18,9 +18,16 @@ own fresh namespace:
                  ``TcNetlink.install`` (translation time shown apart);
 * ``tc -batch``-- ``tc -n NS -batch FILE`` with the same filters, the file
                  written from the very FlowerFilter values (not timed);
-* dumps with counters: ``OffloadDatapath.dump`` (decode + back to DpFlow),
-  ``TcNetlink.dump`` (decode only) and ``tc -s filter show dev X ingress``
-  (output to /dev/null).
+* dumps with counters: ``OffloadDatapath.dump`` (a terse dump joined with
+  the flows it holds, back to DpFlow), ``TcNetlink.dump_stats`` (terse
+  receive + decode), ``TcNetlink.dump`` (full receive + decode), next to
+  ``tc -s filter show dev X ingress`` (the issue's yardstick) and
+  ``tc -s -brief filter show dev X ingress`` (terse against terse), output
+  to /dev/null, all of the same filters in the same namespace.
+
+``--only dump`` skips the install comparison: it installs with
+``TcNetlink.install``, lets an ``OffloadDatapath`` ``adopt`` the filters and
+times only the dumps (best of ``--repeat``).
 
 Ratio = tc time / our time: >= 1.0 means flowpath is at least as fast.
 Times are wall-clock (time.perf_counter), one run each; the VM is TCG, so
@@ -208,10 +215,56 @@ def run_install(specs: list[FlowSpec]) -> tuple[dict[str, float], list[V.FlowerF
         res["translate"], filters = timed(translate)
         res["install"], outcomes = timed(lambda: tc.install(filters))
         assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
-        res["tc.dump"], dumped = timed(lambda: tc.dump(ports[1].ifindex))
-        assert len(dumped) == len(filters)
+        res.update(time_dumps(ns, tc, ports[1].ifindex, len(filters)))
         tc.close()
     return res, filters
+
+
+def time_dumps(ns: str, tc: TcNetlink, ifindex: int, n: int, dp: OffloadDatapath | None = None,
+               repeat: int = 1) -> dict[str, float]:
+    """Best-of-``repeat`` times of every dump of the ``n`` filters on bp0's
+    ingress: ours (the datapath's if ``dp``) and tc's two yardsticks."""
+    runs: dict[str, Callable[[], object]] = {
+        "tc show": lambda: sh("tc", "-n", ns, "-s", "filter", "show", "dev", "bp0", "ingress"),
+        "tc brief": lambda: sh("tc", "-n", ns, "-s", "-brief", "filter", "show", "dev", "bp0",
+                               "ingress"),
+        "tc.dump_stats": lambda: tc.dump_stats(ifindex),
+        "tc.dump": lambda: tc.dump(ifindex),
+    }
+    if dp is not None:
+        runs["dp.dump"] = lambda: list(dp.dump())
+    res: dict[str, float] = {}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            took, out = timed(fn)
+            res[name] = min(took, res.get(name, took))
+            if isinstance(out, list):
+                assert len(out) == n, (name, len(out))
+    return res
+
+
+def run_dump_only(specs: list[FlowSpec], repeat: int) -> dict[str, float]:
+    """Install with ``TcNetlink.install``, adopt into an ``OffloadDatapath``,
+    time the dumps."""
+    res: dict[str, float] = {}
+    with fresh_ns("dump") as ns:
+        tc = TcNetlink(netns=ns)
+        dp = OffloadDatapath(tc, SwDatapath(flow_limit=len(specs) + 1), policy=Policy.SKIP_HW,
+                             flow_limit=len(specs) + 1)
+        ports = {1: dp.add_port(1, "bp0"), 2: dp.add_port(2, "bp1")}
+        filters = []
+        for h, s in enumerate(specs, start=1):
+            f = to_flower(s.match, s.actions, s.ufid, ports=ports, prio=0x0800, handle=h,
+                          flags=N.TCA_CLS_FLAGS_SKIP_HW)
+            assert not isinstance(f, NotOffloadable), f
+            filters.append(f)
+        res["install"], outcomes = timed(lambda: tc.install(filters))
+        assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
+        res["adopt"], adopted = timed(dp.adopt)
+        assert adopted == len(filters)
+        res.update(time_dumps(ns, tc, ports[1].ifindex, len(filters), dp, repeat))
+        tc.close()
+    return res
 
 
 def run_tc_batch(filters: list[V.FlowerFilter]) -> dict[str, float]:
@@ -233,8 +286,8 @@ def run_tc_batch(filters: list[V.FlowerFilter]) -> dict[str, float]:
             res["tc -batch"], _ = timed(lambda: sh("tc", "-n", ns, "-batch", path))
         finally:
             os.unlink(path)
-        res["tc show"], _ = timed(lambda: sh("tc", "-n", ns, "-s", "filter", "show", "dev", "bp0",
-                                             "ingress"))
+        res["tc show(tcb)"], _ = timed(lambda: sh("tc", "-n", ns, "-s", "filter", "show", "dev",
+                                                  "bp0", "ingress"))
         out = subprocess.run(["tc", "-n", ns, "filter", "show", "dev", "bp0", "ingress"],
                              capture_output=True, text=True, check=True).stdout
         assert out.count("cookie") == len(filters), "tc -batch did not install every filter"
@@ -248,6 +301,9 @@ def main() -> int:
     ap.add_argument("--no-put-above", type=int, default=10**9,
                     help="skip the one-by-one put path above this N (it is the slow one)")
     ap.add_argument("--log", action="store_true", help="keep flowpath's per-flow info logs")
+    ap.add_argument("--only", choices=("all", "dump"), default="all",
+                    help="dump: install quickly, time only the dumps")
+    ap.add_argument("--repeat", type=int, default=1, help="--only dump: best of this many")
     args = ap.parse_args()
     if not args.log:  # a line per flow on a (virtual) console is a benchmark of the console
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -255,6 +311,8 @@ def main() -> int:
     print(f"# tc_install: Linux {platform.release()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
+    if args.only == "dump":
+        return dump_only(sizes, args.repeat)
     for i, n in enumerate(sizes):
         specs = megaflows(n)
         r: dict[str, float] = {}
@@ -281,9 +339,35 @@ def main() -> int:
         print(row(n, "to_flower + TcNetlink.install (batched)", r["translate"] + r["install"],
                   r["tc -batch"], "tc -batch"))
         print(row(n, "  of which TcNetlink.install", r["install"], r["tc -batch"], "tc -batch"))
-        print(row(n, "OffloadDatapath.dump (with stats)", r.get("dp.dump", r["dp.dump(pm)"]),
-                  r["tc show"], "tc -s show"))
-        print(row(n, "TcNetlink.dump (with stats)", r["tc.dump"], r["tc show"], "tc -s show"))
+        dump_rows(n, r, row)
+    return 0
+
+
+def dump_rows(n: int, r: dict[str, float], row: Callable[..., str]) -> None:
+    """The dump rows: ours next to both of tc's yardsticks, same filters."""
+    ours = [("OffloadDatapath.dump (terse)", r.get("dp.dump", r.get("dp.dump(pm)"))),
+            ("TcNetlink.dump_stats (terse)", r["tc.dump_stats"]),
+            ("TcNetlink.dump (full)", r["tc.dump"])]
+    for what, took in ours:
+        print(row(n, what, took, r["tc show"], "tc -s show"))
+        if "full" not in what:
+            print(row(n, what, took, r["tc brief"], "tc -s -brief show"))
+
+
+def dump_only(sizes: list[int], repeat: int) -> int:
+    rows = []
+    for n in sizes:
+        r = run_dump_only(megaflows(n), repeat)
+        print(f"# N={n}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r.items()), flush=True)
+        rows.append((n, r))
+
+    def row(n: int, what: str, ours: float, theirs: float, vs: str) -> str:
+        return f"| {n} | {what} | {ours:.2f} | {vs} {theirs:.2f} | {theirs / ours:.2f} |"
+
+    print("\n| N | flowpath | flowpath s | tc s | ratio (tc/ours) |")
+    print("|--:|---|--:|--:|--:|")
+    for n, r in rows:
+        dump_rows(n, r, row)
     return 0
 
 

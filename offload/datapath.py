@@ -33,6 +33,22 @@ ETH_HLEN per packet is added to count whole frames like swpath) plus ``carried``
 flow had counted (a replace on modify starts fresh counters; a move between
 tc and software starts a new flow).  Totals never go backwards.
 
+Dump: ``dump`` reads each port's filters with a terse dump
+(``TcNetlink.dump_stats``: flags, counters and the ufid cookie; no keys, no
+actions) and joins them by cookie with the flows it holds, whose match and
+actions it has already.  A terse dump carries no action timestamps, so no
+lastuse.  Per tc flow the datapath keeps the packet count of its last read
+and the ``used`` it gave then.  A count that changed since (or a first read
+that finds packets) gives ``used`` = the time of this read: an upper bound,
+late by at most the time since the previous read (idle aging is never early,
+at most one dump interval late).  An unchanged count keeps the previous
+``used``.  Full reads give the exact lastuse and seed that state: ``get``,
+``modify`` and ``delete`` read their one filter fully, ``adopt`` reads full
+dumps.  ``adopt`` and ``cleanup``, which need keys, use full dumps.  A filter
+whose cookie is not one of ours is ignored; a flow missing from the dump
+shows its carried counters.  On a kernel that stops a terse dump at a
+classifier without one (u32), each (chain, prio) of ours is dumped alone.
+
 Recirculation is kept in software: a miss inside tc chain N would leave the
 packet to the kernel stack, and flowpath's miss channel (a catch-all in
 chain 0) could not learn its recirc_id.  Such flows say so in their reason.
@@ -40,6 +56,7 @@ chain 0) could not learn its recirc_id.  Such flows say so in their reason.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -56,6 +73,7 @@ from offload import tc_nla as N
 from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
 from offload.tc_netlink import TcNetlink
+from offload.tc_terse import TerseFilter
 from swpath.cache import MegaflowCache
 
 log = structlog.get_logger("offload.datapath")
@@ -63,6 +81,10 @@ log = structlog.get_logger("offload.datapath")
 ETH_HLEN = 14
 PRIO_MIN = 0x0800  # flowpath's tc priorities: PRIO_MIN .. PRIO_MAX
 PRIO_MAX = 0xFEFF  # (0xFFFF is the miss channel's catch-all, swpath.ports.MISS_PRIO)
+_ON_HW = Placement("tc", True)
+_SKIP_HW = Placement("tc", False, "policy skip_hw")
+_NOT_READ = Placement("tc", False, "in_hw not read yet")
+_NOT_IN_HW = Placement("tc", False, "kernel: not_in_hw")
 
 
 class Policy(Enum):
@@ -113,6 +135,8 @@ class OffloadDatapath(Datapath):
         self._sw_reason: dict[Ufid, str] = {}
         self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
         self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
+        # per tc flow, as of its last read: (that TcFlow, packets, used)
+        self._last: dict[Ufid, tuple[TcFlow, int, float | None]] = {}
         self._log = log.bind(policy=policy.value)
 
     # -- ports -------------------------------------------------------------------
@@ -235,22 +259,25 @@ class OffloadDatapath(Datapath):
                 out[i] = e
         return [o for o in out if o is not None]
 
-    def _tc_placement(self, dump: V.FilterDump | None) -> Placement:
+    def _tc_placement(self, dump: V.FilterDump | TerseFilter | None) -> Placement:
         if self.policy is Policy.SKIP_SW:
-            return Placement("tc", True)
+            return _ON_HW
         if self.policy is Policy.SKIP_HW:
-            return Placement("tc", False, "policy skip_hw")
+            return _SKIP_HW
         if dump is None:
-            return Placement("tc", False, "in_hw not read yet")
-        return Placement("tc", dump.in_hw, None if dump.in_hw else "kernel: not_in_hw")
+            return _NOT_READ
+        return _ON_HW if dump.in_hw else _NOT_IN_HW
 
     def _tc_stats(self, t: TcFlow, dump: V.FilterDump | None) -> FlowStats:
+        """The stats of ``t`` from a full read of its filter (exact lastuse,
+        which also seeds ``dump``'s state for the flow)."""
         if dump is None:
             return t.carried
         s = dump.stats
         used = None
         if s.packets and s.idle_ms is not None:
             used = self.clock() - s.idle_ms / 1000
+        self._last[t.ufid] = (t, s.packets, used)
         # Software tc counts skb->len from the network header; add the
         # Ethernet header to that part so tc, hardware and swpath counters
         # all count whole frames.
@@ -323,19 +350,58 @@ class OffloadDatapath(Datapath):
         raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
 
     def dump(self) -> Iterator[DpFlow]:
-        dumps: dict[Ufid, V.FilterDump] = {}
-        for ifindex in {t.filter.ifindex for t in self._tc.values()}:
-            for d in self.tc.dump(ifindex):
-                u = ufid_of(d.filter)
-                if u is not None:
-                    dumps[u] = d
-        for t in list(self._tc.values()):
-            got = dumps.get(t.ufid)
-            yield DpFlow(t.ufid, t.match, t.actions, self._tc_stats(t, got),
-                         self._tc_placement(got))
+        """Every flow: tc flows with their filters' counters (a terse dump per
+        port, joined by cookie; lastuse as the theory of operation says),
+        then the software ones."""
+        tcs = list(self._tc.values())
+        by_cookie = {t.filter.cookie: t for t in tcs}
+        got: dict[Ufid, TerseFilter] = {}
+        for ifindex in {t.filter.ifindex for t in tcs}:
+            for tf in self._dump_stats(ifindex):
+                t = by_cookie.get(tf.cookie)
+                if t is not None:
+                    got[t.ufid] = tf
+        now = self.clock()  # after the reads: no counted packet is later than this
+        last = self._last
+        for t in tcs:
+            d = got.get(t.ufid)
+            if d is None:
+                yield DpFlow(t.ufid, t.match, t.actions, t.carried, self._tc_placement(None))
+                continue
+            packets = d.packets
+            prev = last.get(t.ufid)
+            if prev is not None and prev[0] is t and prev[1] == packets:
+                used = prev[2]
+            else:  # grew (or first read of this filter): used since the last read
+                used = now if packets else None
+                last[t.ufid] = (t, packets, used)
+            # whole frames, as _tc_stats counts them
+            stats = FlowStats(packets, d.bytes + ETH_HLEN * max(0, packets - d.hw_packets),
+                              used)
+            c = t.carried
+            if c.packets or c.bytes or c.used is not None or c.tcp_flags:
+                stats = c + stats
+            yield DpFlow(t.ufid, t.match, t.actions, stats, self._tc_placement(d))
+        if len(last) > len(self._tc):  # flows gone since: forget them
+            for ufid in [u for u in last if u not in self._tc]:
+                del last[ufid]
         for f in self.sw.dump():
             if f.ufid in self._sw_reason:
                 yield replace(f, placement=Placement("sw", False, self._sw_reason[f.ufid]))
+
+    def _dump_stats(self, ifindex: int) -> list[TerseFilter]:
+        """The terse dump of ``ifindex``; per (chain, prio) of ours when the
+        kernel stops it at a classifier without a terse dump (u32)."""
+        try:
+            return self.tc.dump_stats(ifindex)
+        except OffloadError as e:
+            if e.errno != errno.EMSGSIZE:
+                raise
+        places = sorted({(t.filter.chain, t.filter.prio) for t in self._tc.values()
+                         if t.filter.ifindex == ifindex})
+        self._log.debug("terse dump stopped by another classifier: one per priority",
+                        ifindex=ifindex, priorities=len(places))
+        return [tf for chain, prio in places for tf in self.tc.dump_stats(ifindex, chain, prio)]
 
     def execute(self, packet: bytes, in_port: int, actions: A.Actions) -> None:
         self.sw.execute(packet, in_port, actions)
@@ -368,7 +434,8 @@ class OffloadDatapath(Datapath):
                 self._prios.setdefault((match.mask, f.protocol), f.prio)
                 k = (f.ifindex, f.chain, f.prio)
                 self._handles[k] = max(self._handles.get(k, 0), f.handle)
-                self._tc[ufid] = TcFlow(ufid, match, actions, f)
+                self._tc[ufid] = t = TcFlow(ufid, match, actions, f)
+                self._tc_stats(t, d)  # seeds the flow's lastuse, exact
                 n += 1
         self._log.info("adopted tc flows", count=n)
         return n
