@@ -42,7 +42,8 @@ and the ``used`` it gave then.  A count that changed since (or a first read
 that finds packets) gives ``used`` = the time of this read: an upper bound,
 late by at most the time since the previous read (idle aging is never early,
 at most one dump interval late).  An unchanged count keeps the previous
-``used``.  Full reads give the exact lastuse and seed that state: ``get``,
+``used``, and ``dump`` gives back the very DpFlow it gave last time (an idle
+flow costs no new values).  Full reads give the exact lastuse and seed that state: ``get``,
 ``modify`` and ``delete`` read their one filter fully, ``adopt`` reads full
 dumps.  ``adopt`` and ``cleanup``, which need keys, use full dumps.  A filter
 whose cookie is not one of ours is ignored; a flow missing from the dump
@@ -135,8 +136,9 @@ class OffloadDatapath(Datapath):
         self._sw_reason: dict[Ufid, str] = {}
         self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
         self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
-        # per tc flow, as of its last read: (that TcFlow, packets, used)
-        self._last: dict[Ufid, tuple[TcFlow, int, float | None]] = {}
+        # per tc flow, as of its last read: (that TcFlow, packets, used, the
+        # DpFlow dump gave, None after a full read)
+        self._last: dict[Ufid, tuple[TcFlow, int, float | None, DpFlow | None]] = {}
         self._log = log.bind(policy=policy.value)
 
     # -- ports -------------------------------------------------------------------
@@ -277,7 +279,7 @@ class OffloadDatapath(Datapath):
         used = None
         if s.packets and s.idle_ms is not None:
             used = self.clock() - s.idle_ms / 1000
-        self._last[t.ufid] = (t, s.packets, used)
+        self._last[t.ufid] = (t, s.packets, used, None)
         # Software tc counts skb->len from the network header; add the
         # Ethernet header to that part so tc, hardware and swpath counters
         # all count whole frames.
@@ -363,25 +365,32 @@ class OffloadDatapath(Datapath):
                     got[t.ufid] = tf
         now = self.clock()  # after the reads: no counted packet is later than this
         last = self._last
+        placement = self._tc_placement
         for t in tcs:
             d = got.get(t.ufid)
             if d is None:
-                yield DpFlow(t.ufid, t.match, t.actions, t.carried, self._tc_placement(None))
+                yield DpFlow(t.ufid, t.match, t.actions, t.carried, placement(None))
                 continue
             packets = d.packets
+            where = placement(d)
             prev = last.get(t.ufid)
             if prev is not None and prev[0] is t and prev[1] == packets:
+                flow = prev[3]
+                if flow is not None and flow.placement is where:
+                    yield flow  # nothing new since the last read: the same value
+                    continue
                 used = prev[2]
             else:  # grew (or first read of this filter): used since the last read
                 used = now if packets else None
-                last[t.ufid] = (t, packets, used)
             # whole frames, as _tc_stats counts them
             stats = FlowStats(packets, d.bytes + ETH_HLEN * max(0, packets - d.hw_packets),
                               used)
             c = t.carried
             if c.packets or c.bytes or c.used is not None or c.tcp_flags:
                 stats = c + stats
-            yield DpFlow(t.ufid, t.match, t.actions, stats, self._tc_placement(d))
+            flow = DpFlow(t.ufid, t.match, t.actions, stats, where)
+            last[t.ufid] = (t, packets, used, flow)
+            yield flow
         if len(last) > len(self._tc):  # flows gone since: forget them
             for ufid in [u for u in last if u not in self._tc]:
                 del last[ufid]

@@ -309,11 +309,36 @@ class TcNetlink:
                     yield data, start, end
 
     def get(self, f: FlowerFilter) -> FilterDump | None:
-        """The dumped state of the filter named by ``f.ident`` (None if absent)."""
-        for dumped in self.dump(f.ifindex, f.chain):
-            if dumped.filter.ident == f.ident:
-                return dumped
-        return None
+        """The dumped state of the filter named by ``f.ident`` (None if absent):
+        one RTM_GETTFILTER naming its kind, chain, prio, protocol and handle,
+        which the kernel answers with that filter alone (as a dump has it) or
+        with ENOENT, or EINVAL when that priority holds another protocol or
+        kind (not ``f`` either)."""
+        if not (f.prio and f.handle):  # the kernel wants both: find it in a dump
+            return next((d for d in self.dump(f.ifindex, f.chain)
+                         if d.filter.ident == f.ident), None)
+        sock, pid = self._socket()
+        seq = self._next_seq()
+        try:
+            sock.send(encode_delete_bytes(f.ifindex, f.chain, f.prio, f.handle, f.protocol,
+                                          f.parent, RTM_GETTFILTER, NLM_F_REQUEST, seq, pid))
+        except OSError as exc:
+            raise self._error(exc.errno or 0, None, "get filter", f.ifindex, f) from exc
+        buf = self._buf
+        while True:
+            data = self._recv(buf, "get filter", f.ifindex)
+            for msg_type, flags, mseq, start, end in D.messages(data):
+                if mseq != seq:
+                    continue  # a late reply to an earlier, abandoned request
+                if msg_type == RTM_NEWTFILTER:
+                    return S.decode_message(data, start, end)
+                if msg_type == D.NLMSG_ERROR:
+                    code, text = D.ack(data, start, end, flags)
+                    if not code:
+                        continue  # (no ack was asked for)
+                    if code in (errno_mod.ENOENT, errno_mod.EINVAL):
+                        return None
+                    raise self._error(code, text, "get filter", f.ifindex, f)
 
     # --- internals -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -348,3 +349,21 @@ def test_pipelined_batch_matches_refusals_across_chunks(netns: Any, veth_factory
         again = tc.apply(ops)
         assert all(isinstance(o, OffloadError) for o in again)
         assert [o.errno for o in again if isinstance(o, OffloadError)].count(errno.EEXIST) == 67
+
+
+def test_get_reads_one_filter_as_the_dump_has_it(dev: Any) -> None:
+    """get asks for one filter (RTM_GETTFILTER without NLM_F_DUMP): the same
+    value as its entry in a dump; None for a handle, priority or protocol
+    that is not there."""
+    ns, tc, ifindex, peer = dev
+    fs = [FlowerFilter(ifindex, prio=p, handle=h, chain=c, protocol=0x0800, flags=SKIP_HW,
+                       keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
+                       actions=(Gact.drop(), Mirred(peer)), cookie=bytes([p, h, c]))
+          for c in (0, 4) for p in (10, 20) for h in (1, 2)]
+    assert tc.install(fs) == [None] * len(fs)
+    dumped = {d.filter.ident: d for d in tc.dump(ifindex)}
+    for f in fs:
+        assert tc.get(f) == dumped[f.ident]
+    missing = [replace(fs[0], handle=9), replace(fs[0], prio=11), replace(fs[0], chain=5),
+               replace(fs[0], protocol=0x86DD)]
+    assert [tc.get(f) for f in missing] == [None] * len(missing)
