@@ -136,9 +136,9 @@ class OffloadDatapath(Datapath):
         self._sw_reason: dict[Ufid, str] = {}
         self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
         self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
-        # per tc flow, as of its last read: (that TcFlow, packets, used, the
-        # DpFlow dump gave, None after a full read)
-        self._last: dict[Ufid, tuple[TcFlow, int, float | None, DpFlow | None]] = {}
+        # per tc flow (by cookie), as of its last read: (that TcFlow, packets,
+        # used, the DpFlow dump gave or None after a full read)
+        self._last: dict[bytes, tuple[TcFlow, int, float | None, DpFlow | None]] = {}
         self._log = log.bind(policy=policy.value)
 
     # -- ports -------------------------------------------------------------------
@@ -279,7 +279,7 @@ class OffloadDatapath(Datapath):
         used = None
         if s.packets and s.idle_ms is not None:
             used = self.clock() - s.idle_ms / 1000
-        self._last[t.ufid] = (t, s.packets, used, None)
+        self._last[t.filter.cookie] = (t, s.packets, used, None)
         # Software tc counts skb->len from the network header; add the
         # Ethernet header to that part so tc, hardware and swpath counters
         # all count whole frames.
@@ -356,24 +356,26 @@ class OffloadDatapath(Datapath):
         port, joined by cookie; lastuse as the theory of operation says),
         then the software ones."""
         tcs = list(self._tc.values())
-        by_cookie = {t.filter.cookie: t for t in tcs}
-        got: dict[Ufid, TerseFilter] = {}
+        # joined by cookie bytes (the ufid's; hashed once, unlike a Ufid)
+        ours = {t.filter.cookie for t in tcs}
+        got: dict[bytes, TerseFilter] = {}
         for ifindex in {t.filter.ifindex for t in tcs}:
             for tf in self._dump_stats(ifindex):
-                t = by_cookie.get(tf.cookie)
-                if t is not None:
-                    got[t.ufid] = tf
+                if tf.cookie in ours:
+                    got[tf.cookie] = tf
         now = self.clock()  # after the reads: no counted packet is later than this
         last = self._last
         placement = self._tc_placement
+        fixed = None if self.policy is Policy.NONE else placement(None)
         for t in tcs:
-            d = got.get(t.ufid)
+            cookie = t.filter.cookie
+            d = got.get(cookie)
             if d is None:
                 yield DpFlow(t.ufid, t.match, t.actions, t.carried, placement(None))
                 continue
             packets = d.packets
-            where = placement(d)
-            prev = last.get(t.ufid)
+            where = fixed or placement(d)
+            prev = last.get(cookie)
             if prev is not None and prev[0] is t and prev[1] == packets:
                 flow = prev[3]
                 if flow is not None and flow.placement is where:
@@ -383,17 +385,18 @@ class OffloadDatapath(Datapath):
             else:  # grew (or first read of this filter): used since the last read
                 used = now if packets else None
             # whole frames, as _tc_stats counts them
-            stats = FlowStats(packets, d.bytes + ETH_HLEN * max(0, packets - d.hw_packets),
-                              used)
+            sw_packets = packets - d.hw_packets
+            stats = FlowStats(packets, d.bytes + ETH_HLEN * sw_packets if sw_packets > 0
+                              else d.bytes, used)
             c = t.carried
             if c.packets or c.bytes or c.used is not None or c.tcp_flags:
                 stats = c + stats
             flow = DpFlow(t.ufid, t.match, t.actions, stats, where)
-            last[t.ufid] = (t, packets, used, flow)
+            last[cookie] = (t, packets, used, flow)
             yield flow
-        if len(last) > len(self._tc):  # flows gone since: forget them
-            for ufid in [u for u in last if u not in self._tc]:
-                del last[ufid]
+        if len(last) > len(tcs):  # flows gone since: forget them
+            for cookie in [c for c in last if c not in ours]:
+                del last[cookie]
         for f in self.sw.dump():
             if f.ufid in self._sw_reason:
                 yield replace(f, placement=Placement("sw", False, self._sw_reason[f.ufid]))
