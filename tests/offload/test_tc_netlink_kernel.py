@@ -362,8 +362,14 @@ def test_get_reads_one_filter_as_the_dump_has_it(dev: Any) -> None:
           for c in (0, 4) for p in (10, 20) for h in (1, 2)]
     assert tc.install(fs) == [None] * len(fs)
     dumped = {d.filter.ident: d for d in tc.dump(ifindex)}
+
+    def aged(d: Any) -> Any:  # the ages (idle_ms) grow between two reads
+        return replace(d, stats=replace(d.stats, idle_ms=None), action_stats=tuple(
+            replace(s, idle_ms=None) for s in d.action_stats))
     for f in fs:
-        assert tc.get(f) == dumped[f.ident]
+        got = tc.get(f)
+        assert got is not None and aged(got) == aged(dumped[f.ident])
+        assert got.stats.idle_ms >= dumped[f.ident].stats.idle_ms
     missing = [replace(fs[0], handle=9), replace(fs[0], prio=11), replace(fs[0], chain=5),
                replace(fs[0], protocol=0x86DD)]
     assert [tc.get(f) for f in missing] == [None] * len(missing)
