@@ -1,4 +1,4 @@
-"""Micro-benchmark: per-filter decode time of a dumped filter, three ways.
+"""Micro-benchmark: per-filter decode time of a dumped filter, four ways.
 
     .venv/bin/python bench/tc_decode.py [--n 5000]
 
@@ -7,8 +7,11 @@ benchmark's megaflows (bench/tc_install.py: UDP, exact ipv4_dst and tp_dst,
 ip_frag=no, output -> mirred redirect, with action stats and tcf_t), plus
 the shared tc test cases, and prints the mean time per filter for
 pyroute2's parser + ``tc_values.decode_filter``, for ``tc_decode`` (the
-generic hand decoder) and for ``tc_dumpfast`` (what ``TcNetlink.dump``
-uses).  No kernel needed; all three give the same values (checked first).
+generic hand decoder), for ``tc_dumpfast`` and ``tc_dumpshape`` (what
+``TcNetlink.dump`` uses), and for the same filters' terse dump messages
+(``tc_terse``, what ``TcNetlink.dump_stats`` uses; checked against pyroute2's
+parse first).  No kernel needed; the full decoders give the same values
+(checked first).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from offload import tc_nla as N  # noqa: E402
 from offload import tc_values as V  # noqa: E402
 from offload.tc_flower import PortInfo, to_flower  # noqa: E402
 from tests.offload.tc_cases import ACTION_CASES, KEY_CASES  # noqa: E402
+from offload import tc_terse as T  # noqa: E402
 from tests.offload.test_tc_decode import dump_message  # noqa: E402
+from tests.offload.test_tc_terse import Act, reference, terse_message  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__))))
 from tc_install import megaflows  # noqa: E402
@@ -45,6 +50,14 @@ def bench_messages(n: int) -> list[bytes]:
         out.append(dump_message(f, [(i, 60 * i, 0, 0, 250)], in_hw_count=0,
                                 extra_flags=N.TCA_CLS_FLAGS_NOT_IN_HW))
     return out
+
+
+def terse_messages(n: int) -> list[bytes]:
+    """The terse dump messages of ``bench_messages(n)``'s filters."""
+    return [terse_message(3, 0, 2, 0x800, i + 1, N.TCA_CLS_FLAGS_SKIP_HW
+                          | N.TCA_CLS_FLAGS_NOT_IN_HW,
+                          (Act("mirred", (i, 60 * i, 0, 0), (0x5EED << 112 | i).to_bytes(16, "big")),))
+            for i in range(n)]
 
 
 def case_messages() -> list[bytes]:
@@ -90,6 +103,16 @@ def main() -> None:
               f"   ({slow / fast:.1f}x pyroute2, {generic / fast:.1f}x tc_decode)")
         print(f"  tc_dumpshape.decode_message:     {shaped * 1e6:8.1f} us/filter"
               f"   ({slow / shaped:.1f}x pyroute2, {generic / shaped:.1f}x tc_decode)")
+    terse = terse_messages(n)
+    for m in terse[:200]:
+        assert T.decode_message(m) == reference(m)
+    full = bench_messages(n)
+    t_full = per_filter(S.decode_message, full)
+    t_terse = per_filter(T.decode_message, terse)
+    print(f"terse dump of the install-bench megaflows: {n} messages "
+          f"({len(terse[0])} bytes each, full {len(full[0])})")
+    print(f"  tc_terse.decode_message:         {t_terse * 1e6:8.1f} us/filter"
+          f"   ({t_full / t_terse:.1f}x tc_dumpshape on the full message)")
 
 
 if __name__ == "__main__":

@@ -18,16 +18,24 @@ own fresh namespace:
                  ``TcNetlink.install`` (translation time shown apart);
 * ``tc -batch``-- ``tc -n NS -batch FILE`` with the same filters, the file
                  written from the very FlowerFilter values (not timed);
-* dumps with counters: ``OffloadDatapath.dump`` (decode + back to DpFlow),
-  ``TcNetlink.dump`` (decode only) and ``tc -s filter show dev X ingress``
-  (output to /dev/null).
+* dumps with counters: ``OffloadDatapath.dump`` (a terse dump joined with
+  the flows it holds, back to DpFlow), ``TcNetlink.dump_stats`` (terse
+  receive + decode), ``TcNetlink.dump`` (full receive + decode), next to
+  ``tc -s filter show dev X ingress`` (the issue's yardstick) and
+  ``tc -s -brief filter show dev X ingress`` (terse against terse), output
+  to /dev/null, all of the same filters in the same namespace.
+
+``--only install`` times the installs alone (no dump rows); ``--repeat R``
+runs every way R times, interleaved, and keeps each one's best time.
+``--only dump`` skips the install comparison: it installs with
+``TcNetlink.install``, lets an ``OffloadDatapath`` ``adopt`` the filters and
+times only the dumps (best of ``--repeat``; the datapath's first dump apart,
+as later ones give back the values of flows whose counters did not move).
 
 Ratio = tc time / our time: >= 1.0 means flowpath is at least as fast.
 Times are wall-clock (time.perf_counter), one run each; the VM is TCG, so
 compare ratios, not absolute figures.  ``--profile`` prints a cProfile
-summary of the ``put`` path for the first N; ``--only install`` leaves the
-dumps out; ``--repeat R`` runs every way R times, interleaved, and keeps
-each one's best time (a loaded host slows the ways unevenly).
+summary of the ``put`` path for the first N.
 """
 
 from __future__ import annotations
@@ -166,12 +174,14 @@ def run_put(specs: list[FlowSpec], profile: bool, dumps: bool = True) -> dict[st
             pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
         else:
             res["put"], _ = timed(put_all)
-        flows = dp.dump()
-        res["dp.dump"], got = timed(lambda: list(flows))
-        assert len(got) == len(specs) and all(f.placement.dp == "tc" for f in got)
         if dumps:
+            flows = dp.dump()
+            res["dp.dump"], got = timed(lambda: list(flows))
+            assert len(got) == len(specs) and all(f.placement.dp == "tc" for f in got)
             res["tc show(put)"], _ = timed(lambda: sh(
                 "tc", "-n", ns, "-s", "filter", "show", "dev", "bp0", "ingress"))
+        else:
+            assert len(tc.dump(dp.ports[1].ifindex)) == len(specs)
         tc.close()
     return res
 
@@ -216,12 +226,60 @@ def run_install(specs: list[FlowSpec], dumps: bool = True
         res["install"], outcomes = timed(lambda: tc.install(filters))
         assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
         if dumps:
-            res["tc.dump"], dumped = timed(lambda: tc.dump(ports[1].ifindex))
+            res.update(time_dumps(ns, tc, ports[1].ifindex, len(filters)))
         else:
-            dumped = tc.dump(ports[1].ifindex)
-        assert len(dumped) == len(filters)
+            assert len(tc.dump(ports[1].ifindex)) == len(filters)
         tc.close()
     return res, filters
+
+
+def time_dumps(ns: str, tc: TcNetlink, ifindex: int, n: int, dp: OffloadDatapath | None = None,
+               repeat: int = 1) -> dict[str, float]:
+    """Best-of-``repeat`` times of every dump of the ``n`` filters on bp0's
+    ingress: ours (the datapath's if ``dp``) and tc's two yardsticks."""
+    runs: dict[str, Callable[[], object]] = {
+        "tc show": lambda: sh("tc", "-n", ns, "-s", "filter", "show", "dev", "bp0", "ingress"),
+        "tc brief": lambda: sh("tc", "-n", ns, "-s", "-brief", "filter", "show", "dev", "bp0",
+                               "ingress"),
+        "tc.dump_stats": lambda: tc.dump_stats(ifindex),
+        "tc.dump": lambda: tc.dump(ifindex),
+    }
+    if dp is not None:
+        runs["dp.dump"] = lambda: list(dp.dump())
+    res: dict[str, float] = {}
+    for i in range(repeat):
+        for name, fn in runs.items():
+            took, out = timed(fn)
+            if name == "dp.dump" and i:  # it gives back the values of flows with no news
+                name = "dp.dump again"
+            res[name] = min(took, res.get(name, took))
+            if isinstance(out, list):
+                assert len(out) == n, (name, len(out))
+    return res
+
+
+def run_dump_only(specs: list[FlowSpec], repeat: int) -> dict[str, float]:
+    """Install with ``TcNetlink.install``, adopt into an ``OffloadDatapath``,
+    time the dumps."""
+    res: dict[str, float] = {}
+    with fresh_ns("dump") as ns:
+        tc = TcNetlink(netns=ns)
+        dp = OffloadDatapath(tc, SwDatapath(flow_limit=len(specs) + 1), policy=Policy.SKIP_HW,
+                             flow_limit=len(specs) + 1)
+        ports = {1: dp.add_port(1, "bp0"), 2: dp.add_port(2, "bp1")}
+        filters = []
+        for h, s in enumerate(specs, start=1):
+            f = to_flower(s.match, s.actions, s.ufid, ports=ports, prio=0x0800, handle=h,
+                          flags=N.TCA_CLS_FLAGS_SKIP_HW)
+            assert not isinstance(f, NotOffloadable), f
+            filters.append(f)
+        res["install"], outcomes = timed(lambda: tc.install(filters))
+        assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
+        res["adopt"], adopted = timed(dp.adopt)
+        assert adopted == len(filters)
+        res.update(time_dumps(ns, tc, ports[1].ifindex, len(filters), dp, repeat))
+        tc.close()
+    return res
 
 
 def run_tc_batch(filters: list[V.FlowerFilter], dumps: bool = True) -> dict[str, float]:
@@ -244,8 +302,8 @@ def run_tc_batch(filters: list[V.FlowerFilter], dumps: bool = True) -> dict[str,
         finally:
             os.unlink(path)
         if dumps:
-            res["tc show"], _ = timed(lambda: sh("tc", "-n", ns, "-s", "filter", "show", "dev",
-                                                 "bp0", "ingress"))
+            res["tc show(tcb)"], _ = timed(lambda: sh("tc", "-n", ns, "-s", "filter", "show",
+                                                      "dev", "bp0", "ingress"))
         out = subprocess.run(["tc", "-n", ns, "filter", "show", "dev", "bp0", "ingress"],
                              capture_output=True, text=True, check=True).stdout
         assert out.count("cookie") == len(filters), "tc -batch did not install every filter"
@@ -259,17 +317,20 @@ def main() -> int:
     ap.add_argument("--no-put-above", type=int, default=10**9,
                     help="skip the one-by-one put path above this N (it is the slow one)")
     ap.add_argument("--log", action="store_true", help="keep flowpath's per-flow info logs")
-    ap.add_argument("--only", choices=("install",), help="install rows only (no dumps)")
+    ap.add_argument("--only", choices=("all", "install", "dump"), default="all",
+                    help="install: no dump rows; dump: install quickly, time only the dumps")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run every way this many times, interleaved, and keep each one's best")
     args = ap.parse_args()
-    dumps = args.only is None
+    dumps = args.only == "all"
     if not args.log:  # a line per flow on a (virtual) console is a benchmark of the console
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"# tc_install: Linux {platform.release()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
+    if args.only == "dump":
+        return dump_only(sizes, args.repeat)
     for i, n in enumerate(sizes):
         specs = megaflows(n)
         r: dict[str, float] = {}
@@ -293,17 +354,45 @@ def main() -> int:
     print("\n| N | flowpath | flowpath s | tc s | ratio (tc/ours) |")
     print("|--:|---|--:|--:|--:|")
     for n, r in rows:
-        tcb = r["tc -batch"]
-        print(row(n, "OffloadDatapath.put (one by one)", r.get("put"), tcb, "tc -batch"))
-        print(row(n, "OffloadDatapath.put_many (batched)", r["put_many"], tcb, "tc -batch"))
+        print(row(n, "OffloadDatapath.put (one by one)", r.get("put"), r["tc -batch"], "tc -batch"))
+        print(row(n, "OffloadDatapath.put_many (batched)", r["put_many"], r["tc -batch"],
+                  "tc -batch"))
         print(row(n, "to_flower + TcNetlink.install (batched)", r["translate"] + r["install"],
-                  tcb, "tc -batch"))
-        print(row(n, "  of which TcNetlink.install", r["install"], tcb, "tc -batch"))
-        if not dumps:
-            continue
-        print(row(n, "OffloadDatapath.dump (with stats)", r.get("dp.dump", r["dp.dump(pm)"]),
-                  r["tc show"], "tc -s show"))
-        print(row(n, "TcNetlink.dump (with stats)", r["tc.dump"], r["tc show"], "tc -s show"))
+                  r["tc -batch"], "tc -batch"))
+        print(row(n, "  of which TcNetlink.install", r["install"], r["tc -batch"], "tc -batch"))
+        if dumps:
+            dump_rows(n, r, row)
+    return 0
+
+
+def dump_rows(n: int, r: dict[str, float], row: Callable[..., str]) -> None:
+    """The dump rows: ours next to both of tc's yardsticks, same filters."""
+    ours = [("OffloadDatapath.dump (terse)", r.get("dp.dump", r.get("dp.dump(pm)"))),
+            ("TcNetlink.dump_stats (terse)", r["tc.dump_stats"]),
+            ("TcNetlink.dump (full)", r["tc.dump"])]
+    if "dp.dump again" in r:
+        ours.insert(1, ("OffloadDatapath.dump again (terse, no flow changed)",
+                        r["dp.dump again"]))
+    for what, took in ours:
+        print(row(n, what, took, r["tc show"], "tc -s show"))
+        if "full" not in what:
+            print(row(n, what, took, r["tc brief"], "tc -s -brief show"))
+
+
+def dump_only(sizes: list[int], repeat: int) -> int:
+    rows = []
+    for n in sizes:
+        r = run_dump_only(megaflows(n), repeat)
+        print(f"# N={n}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r.items()), flush=True)
+        rows.append((n, r))
+
+    def row(n: int, what: str, ours: float, theirs: float, vs: str) -> str:
+        return f"| {n} | {what} | {ours:.2f} | {vs} {theirs:.2f} | {theirs / ours:.2f} |"
+
+    print("\n| N | flowpath | flowpath s | tc s | ratio (tc/ours) |")
+    print("|--:|---|--:|--:|--:|")
+    for n, r in rows:
+        dump_rows(n, r, row)
     return 0
 
 

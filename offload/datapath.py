@@ -37,6 +37,23 @@ ETH_HLEN per packet is added to count whole frames like swpath) plus ``carried``
 flow had counted (a replace on modify starts fresh counters; a move between
 tc and software starts a new flow).  Totals never go backwards.
 
+Dump: ``dump`` reads each port's filters with a terse dump
+(``TcNetlink.dump_stats``: flags, counters and the ufid cookie; no keys, no
+actions) and joins them by cookie with the flows it holds, whose match and
+actions it has already.  A terse dump carries no action timestamps, so no
+lastuse.  Per tc flow the datapath keeps the packet count of its last read
+and the ``used`` it gave then.  A count that changed since (or a first read
+that finds packets) gives ``used`` = the time of this read: an upper bound,
+late by at most the time since the previous read (idle aging is never early,
+at most one dump interval late).  An unchanged count keeps the previous
+``used``, and ``dump`` gives back the very DpFlow it gave last time (an idle
+flow costs no new values).  Full reads give the exact lastuse and seed that state: ``get``,
+``modify`` and ``delete`` read their one filter fully, ``adopt`` reads full
+dumps.  ``adopt`` and ``cleanup``, which need keys, use full dumps.  A filter
+whose cookie is not one of ours is ignored; a flow missing from the dump
+shows its carried counters.  On a kernel that stops a terse dump at a
+classifier without one (u32), each (chain, prio) of ours is dumped alone.
+
 Recirculation is kept in software: a miss inside tc chain N would leave the
 packet to the kernel stack, and flowpath's miss channel (a catch-all in
 chain 0) could not learn its recirc_id.  Such flows say so in their reason.
@@ -44,6 +61,7 @@ chain 0) could not learn its recirc_id.  Such flows say so in their reason.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -61,6 +79,7 @@ from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
 from offload.tc_netlink import TcNetlink, TcOp, gc_paused
 from offload.tc_template import FilterTemplate, compile_template, template_key
+from offload.tc_terse import TerseFilter
 from swpath.cache import MegaflowCache
 
 log = structlog.get_logger("offload.datapath")
@@ -69,6 +88,10 @@ ETH_HLEN = 14
 PRIO_MIN = 0x0800  # flowpath's tc priorities: PRIO_MIN .. PRIO_MAX
 PRIO_MAX = 0xFEFF  # (0xFFFF is the miss channel's catch-all, swpath.ports.MISS_PRIO)
 TEMPLATES_MAX = 4096  # filter templates kept (tc_template), forgotten all at once beyond
+_ON_HW = Placement("tc", True)
+_SKIP_HW = Placement("tc", False, "policy skip_hw")
+_NOT_READ = Placement("tc", False, "in_hw not read yet")
+_NOT_IN_HW = Placement("tc", False, "kernel: not_in_hw")
 
 
 class Policy(Enum):
@@ -122,6 +145,9 @@ class OffloadDatapath(Datapath):
         # tc_template.template_key -> (template, ingress, outputs) or None (no template)
         self._templates: dict[tuple[int, int, A.Actions],
                               tuple[FilterTemplate, PortInfo, list[PortInfo]] | None] = {}
+        # per tc flow (by cookie), as of its last read: (that TcFlow, packets,
+        # used, the DpFlow dump gave or None after a full read)
+        self._last: dict[bytes, tuple[TcFlow, int, float | None, DpFlow | None]] = {}
         self._log = log.bind(policy=policy.value)
 
     # -- ports -------------------------------------------------------------------
@@ -289,22 +315,25 @@ class OffloadDatapath(Datapath):
                 [self.ports[a.port] for a in actions if isinstance(a, A.Output)])
         return TcOp("add", full)
 
-    def _tc_placement(self, dump: V.FilterDump | None) -> Placement:
+    def _tc_placement(self, dump: V.FilterDump | TerseFilter | None) -> Placement:
         if self.policy is Policy.SKIP_SW:
-            return Placement("tc", True)
+            return _ON_HW
         if self.policy is Policy.SKIP_HW:
-            return Placement("tc", False, "policy skip_hw")
+            return _SKIP_HW
         if dump is None:
-            return Placement("tc", False, "in_hw not read yet")
-        return Placement("tc", dump.in_hw, None if dump.in_hw else "kernel: not_in_hw")
+            return _NOT_READ
+        return _ON_HW if dump.in_hw else _NOT_IN_HW
 
     def _tc_stats(self, t: TcFlow, dump: V.FilterDump | None) -> FlowStats:
+        """The stats of ``t`` from a full read of its filter (exact lastuse,
+        which also seeds ``dump``'s state for the flow)."""
         if dump is None:
             return t.carried
         s = dump.stats
         used = None
         if s.packets and s.idle_ms is not None:
             used = self.clock() - s.idle_ms / 1000
+        self._last[t.filter.cookie] = (t, s.packets, used, None)
         # Software tc counts skb->len from the network header; add the
         # Ethernet header to that part so tc, hardware and swpath counters
         # all count whole frames.
@@ -377,19 +406,68 @@ class OffloadDatapath(Datapath):
         raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
 
     def dump(self) -> Iterator[DpFlow]:
-        dumps: dict[Ufid, V.FilterDump] = {}
-        for ifindex in {t.filter.ifindex for t in self._tc.values()}:
-            for d in self.tc.dump(ifindex):
-                u = ufid_of(d.filter)
-                if u is not None:
-                    dumps[u] = d
-        for t in list(self._tc.values()):
-            got = dumps.get(t.ufid)
-            yield DpFlow(t.ufid, t.match, t.actions, self._tc_stats(t, got),
-                         self._tc_placement(got))
+        """Every flow: tc flows with their filters' counters (a terse dump per
+        port, joined by cookie; lastuse as the theory of operation says),
+        then the software ones."""
+        tcs = list(self._tc.values())
+        # joined by cookie bytes (the ufid's; hashed once, unlike a Ufid)
+        ours = {t.filter.cookie for t in tcs}
+        got: dict[bytes, TerseFilter] = {}
+        for ifindex in {t.filter.ifindex for t in tcs}:
+            for tf in self._dump_stats(ifindex):
+                if tf.cookie in ours:
+                    got[tf.cookie] = tf
+        now = self.clock()  # after the reads: no counted packet is later than this
+        last = self._last
+        placement = self._tc_placement
+        fixed = None if self.policy is Policy.NONE else placement(None)
+        for t in tcs:
+            cookie = t.filter.cookie
+            d = got.get(cookie)
+            if d is None:
+                yield DpFlow(t.ufid, t.match, t.actions, t.carried, placement(None))
+                continue
+            packets = d.packets
+            where = fixed or placement(d)
+            prev = last.get(cookie)
+            if prev is not None and prev[0] is t and prev[1] == packets:
+                flow = prev[3]
+                if flow is not None and flow.placement is where:
+                    yield flow  # nothing new since the last read: the same value
+                    continue
+                used = prev[2]
+            else:  # grew (or first read of this filter): used since the last read
+                used = now if packets else None
+            # whole frames, as _tc_stats counts them
+            sw_packets = packets - d.hw_packets
+            stats = FlowStats(packets, d.bytes + ETH_HLEN * sw_packets if sw_packets > 0
+                              else d.bytes, used)
+            c = t.carried
+            if c.packets or c.bytes or c.used is not None or c.tcp_flags:
+                stats = c + stats
+            flow = DpFlow(t.ufid, t.match, t.actions, stats, where)
+            last[cookie] = (t, packets, used, flow)
+            yield flow
+        if len(last) > len(tcs):  # flows gone since: forget them
+            for cookie in [c for c in last if c not in ours]:
+                del last[cookie]
         for f in self.sw.dump():
             if f.ufid in self._sw_reason:
                 yield replace(f, placement=Placement("sw", False, self._sw_reason[f.ufid]))
+
+    def _dump_stats(self, ifindex: int) -> list[TerseFilter]:
+        """The terse dump of ``ifindex``; per (chain, prio) of ours when the
+        kernel stops it at a classifier without a terse dump (u32)."""
+        try:
+            return self.tc.dump_stats(ifindex)
+        except OffloadError as e:
+            if e.errno != errno.EMSGSIZE:
+                raise
+        places = sorted({(t.filter.chain, t.filter.prio) for t in self._tc.values()
+                         if t.filter.ifindex == ifindex})
+        self._log.debug("terse dump stopped by another classifier: one per priority",
+                        ifindex=ifindex, priorities=len(places))
+        return [tf for chain, prio in places for tf in self.tc.dump_stats(ifindex, chain, prio)]
 
     def execute(self, packet: bytes, in_port: int, actions: A.Actions) -> None:
         self.sw.execute(packet, in_port, actions)
@@ -422,7 +500,8 @@ class OffloadDatapath(Datapath):
                 self._prios.setdefault((match.mask, f.protocol), f.prio)
                 k = (f.ifindex, f.chain, f.prio)
                 self._handles[k] = max(self._handles.get(k, 0), f.handle)
-                self._tc[ufid] = TcFlow(ufid, match, actions, f)
+                self._tc[ufid] = t = TcFlow(ufid, match, actions, f)
+                self._tc_stats(t, d)  # seeds the flow's lastuse, exact
                 n += 1
         self._log.info("adopted tc flows", count=n)
         return n

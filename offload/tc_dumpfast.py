@@ -43,6 +43,8 @@ import socket
 import struct
 from typing import Any
 
+from pyroute2.netlink import nla
+
 from offload import tc_decode as D
 from offload import tc_nla as N
 from offload import tc_values as V
@@ -94,7 +96,10 @@ _FLOWER = b"flower\0"
 
 _K_INT, _K_MAC, _K_IP4, _K_IP6, _K_STR = range(5)
 _KIND_CODE = {"mac": (_K_MAC, 6), "ip4": (_K_IP4, 4), "ip6": (_K_IP6, 16), "str": (_K_STR, 0)}
-_INT_ATOMS = {"uint8": "=B", "uint16": "=H", "uint32": "=I", "be16": ">H", "be32": ">I"}
+# integer atom -> its struct format (pyroute2's atom class; native order unless it says)
+_INT_ATOMS = {atom: (fmt if fmt[0] in "<>!=@" else "=" + fmt)
+              for atom, kind in N.ATOM_KIND.items() if isinstance(kind, int)
+              for fmt in (getattr(nla, atom).fields[0][1],)}
 
 # attribute number -> (name, code, size, unpack or None) for every key attribute
 _KEYS: dict[int, tuple[str, int, int, Any]] = {}
@@ -112,12 +117,20 @@ _PARTNER: dict[int, int] = {}
 for _key, _mask in N.MASK_OF.items():
     _PARTNER[_NUM[_key]], _PARTNER[_NUM[_mask]] = _NUM[_mask], _NUM[_key]
 _MASK_NUMS = frozenset(_NUM[m] for m in N.MASK_ATTRS)
-_ZERO = frozenset({0, "00:00:00:00:00:00", "0.0.0.0", "::"})
+# an all-zero mask as each key kind decodes it (0, "00:00:00:00:00:00", "0.0.0.0", "::")
+_ZERO = frozenset(D.ATOM_DECODERS[atom](bytes(16), 0, 16) for atom in N.ATOM_KIND
+                  if atom != "asciiz")
 _F_ACT = _NUM["TCA_FLOWER_ACT"]
 _F_FLAGS = _NUM["TCA_FLOWER_FLAGS"]
 _F_CLASSID = _NUM["TCA_FLOWER_CLASSID"]
 _F_IN_HW_COUNT = _NUM["TCA_FLOWER_IN_HW_COUNT"]
 _ETH_TYPE = _NUM["TCA_FLOWER_KEY_ETH_TYPE"]
+def ip6_text(b: bytes) -> str:
+    """An IPv6 address as ``tc_values`` canonicalises it: ipaddress's text,
+    which never writes a dotted quad (inet_ntop does, for ::ffff:a.b.c.d)."""
+    return ipaddress.IPv6Address(b).compressed
+
+
 _U32 = struct.Struct("=I").unpack_from
 _U64 = struct.Struct("=Q").unpack_from
 _NTOP = socket.inet_ntop
@@ -136,7 +149,7 @@ _S_BASIC = _num(N.stats2, "TCA_STATS_BASIC")
 _S_BASIC_HW = _num(N.stats2, "TCA_STATS_BASIC_HW")
 _S_PKT64 = _num(N.stats2, "TCA_STATS_PKT64")
 _S_SKIP = _min_size(D._TABLES[N.stats2])
-_BASIC = struct.Struct("=QI")  # bytes, packets (gnet_stats_basic, as tc_nla declares it)
+_BASIC = struct.Struct("=" + "".join(fmt for _, fmt in N.stats2.basic.fields))  # bytes, packets
 _TCF_T = struct.Struct("=" + "".join(f for _, f in N.tcf_t.fields))
 _LASTUSE = [n for n, _ in N.tcf_t.fields].index("lastuse")
 _TICK = V.CLK_TCK
@@ -409,7 +422,7 @@ def _filter(d: bytes, s: int, e: int, index: int, handle: int, parent: int, info
                 if size != 16:
                     raise _Fallback
                 text = ntop(_AF6, d[ps:ps + 16])
-                keys[num] = str(ipaddress.IPv6Address(text)) if "." in text else text
+                keys[num] = ip6_text(d[ps:ps + 16]) if "." in text else text
             else:
                 keys[num] = d[ps:ps + size].rstrip(b"\0").decode("utf-8")
         elif num == _F_ACT:

@@ -29,7 +29,6 @@ shape table is bounded (cleared when full).
 
 from __future__ import annotations
 
-import ipaddress
 import operator
 import socket
 import struct
@@ -41,7 +40,8 @@ from offload import tc_nla as N
 from offload import tc_values as V
 
 _BE16 = "be16"
-_CODE = {"uint8": "B", "uint16": "H", "uint32": "I", "be16": "H", "be32": "I"}
+# integer atom -> struct code in native order (big-endian atoms are swapped after)
+_CODE = {atom: fmt.lstrip("<>!=@") for atom, fmt in F._INT_ATOMS.items()}
 
 
 def _swap16(v: int) -> int:
@@ -58,7 +58,7 @@ def _ip4(b: bytes) -> str:
 
 def _ip6(b: bytes) -> str:
     text = socket.inet_ntop(socket.AF_INET6, b)
-    return ipaddress.IPv6Address(b).compressed if "." in text else text
+    return F.ip6_text(b) if "." in text else text
 
 
 # key attribute number -> (codes, converter or None, zero as read)

@@ -16,7 +16,8 @@ of our own (opened on first use, in the netns, via pyroute2's
   ``delete`` (always kind + chain + prio + handle + protocol: the kernel reads
   a delete without prio as "flush the chain", without handle as "delete the
   whole priority"; ``tc_values`` refuses to build those), ``dump`` (all
-  chains of a device, with counters), each decoded into ``FilterDump``.
+  chains of a device, with counters), each decoded into ``FilterDump``,
+  and ``dump_stats`` (the same without keys and actions: ``TerseFilter``).
 * Pipelining: ``apply`` writes a chunk of requests (as few datagrams as
   SO_SNDBUF allows) before reading anything.  Only the chunk's last request
   asks for an ack: the kernel answers every *refused* request anyway (with
@@ -32,6 +33,8 @@ of our own (opened on first use, in the netns, via pyroute2's
   1 MiB buffer until NLMSG_DONE; each multipart datagram is split and
   decoded by ``tc_dumpshape`` (a compiled Struct per message shape), else
   ``tc_dumpfast``, else ``tc_decode``; pyroute2's parser is the tests' reference.
+  ``dump_stats`` asks for a terse dump (TCA_DUMP_FLAGS_TERSE: flags,
+  counters and cookies only) and decodes it with ``tc_terse``.
 * Encoding: whatever ``tc_wire`` does not cover (``FastEncodeUnsupported``,
   e.g. an ``UnknownAction``) is encoded by pyroute2 (which says why it
   cannot, if it cannot), with our sequence number.
@@ -67,9 +70,10 @@ from dpif.errors import DeviceError, OffloadError
 from offload import tc_decode as D
 from offload import tc_dumpshape as S
 from offload import tc_nla as N
+from offload import tc_terse as T
 from offload.tc_values import FilterDump, FlowerFilter, delete_msg, encode_filter
 from offload.tc_wire import (
-    FastEncodeUnsupported, encode_delete_bytes, encode_dump_bytes, encode_filter_bytes, set_seq,
+    FastEncodeUnsupported, encode_delete_bytes, encode_filter_bytes, set_seq,
     with_header,
 )
 
@@ -285,40 +289,82 @@ class TcNetlink:
                 out.append(dumped)
         return out
 
-    def dump_messages(self, ifindex: int, chain: int | None = None
-                      ) -> Iterator[tuple[bytes, int, int]]:
-        """The raw RTM_NEWTFILTER replies of a filter dump on the ingress of
-        ``ifindex``, as (datagram, start, end) of each message."""
+    def dump_stats(self, ifindex: int, chain: int | None = None, prio: int = 0
+                   ) -> list[T.TerseFilter]:
+        """The counters, flags and cookie of every flower filter on the ingress
+        of ``ifindex`` (all chains unless ``chain``, all priorities unless
+        ``prio``), by a terse dump: no keys, no actions, no lastuse
+        (``tc_terse``).  OffloadError (EMSGSIZE) when the kernel stops at a
+        classifier without a terse dump (u32); one (chain, prio) never does."""
+        decode = T.decode_message
+        out = []
+        for data, start, end in self.dump_messages(ifindex, chain, prio=prio, terse=True):
+            got = decode(data, start, end)
+            if got is not None:
+                out.append(got)
+        return out
+
+    def dump_messages(self, ifindex: int, chain: int | None = None, *, prio: int = 0,
+                      terse: bool = False) -> Iterator[tuple[bytes, int, int]]:
+        """The raw RTM_NEWTFILTER replies of a filter dump (terse or full) on
+        the ingress of ``ifindex`` (every chain unless ``chain``, every
+        priority unless ``prio``), as (datagram, start, end) of each message."""
         sock, pid = self._socket()
         seq = self._next_seq()
+        op = "dump filter stats" if terse else "dump filters"
+        request = T.dump_request(ifindex, chain, prio, seq, pid, terse=terse)
         try:
-            sock.send(encode_dump_bytes(ifindex, chain, N.TC_H_INGRESS_PARENT, RTM_GETTFILTER,
-                                        NLM_F_REQUEST | NLM_F_DUMP, seq, pid))
+            sock.send(request)
         except OSError as exc:
-            raise self._error(exc.errno or 0, None, "dump filters", ifindex) from exc
+            raise self._error(exc.errno or 0, None, op, ifindex) from exc
         buf = self._buf
         while True:
-            data = self._recv(buf, "dump filters", ifindex)
+            data = self._recv(buf, op, ifindex)
             for msg_type, flags, mseq, start, end in D.messages(data):
                 if mseq != seq:
                     continue  # a late reply to an earlier, abandoned request
                 if msg_type == D.NLMSG_DONE:
                     code, text = D.ack(data, start, end, flags, echoed=False)
                     if code:
-                        raise self._error(code, text, "dump filters", ifindex)
+                        raise self._error(code, text, op, ifindex)
                     return
                 if msg_type == D.NLMSG_ERROR:
                     code, text = D.ack(data, start, end, flags)
-                    raise self._error(code, text, "dump filters", ifindex)
+                    raise self._error(code, text, op, ifindex)
                 if msg_type == RTM_NEWTFILTER:
                     yield data, start, end
 
     def get(self, f: FlowerFilter) -> FilterDump | None:
-        """The dumped state of the filter named by ``f.ident`` (None if absent)."""
-        for dumped in self.dump(f.ifindex, f.chain):
-            if dumped.filter.ident == f.ident:
-                return dumped
-        return None
+        """The dumped state of the filter named by ``f.ident`` (None if absent):
+        one RTM_GETTFILTER naming its kind, chain, prio, protocol and handle,
+        which the kernel answers with that filter alone (as a dump has it) or
+        with ENOENT, or EINVAL when that priority holds another protocol or
+        kind (not ``f`` either)."""
+        if not (f.prio and f.handle):  # the kernel wants both: find it in a dump
+            return next((d for d in self.dump(f.ifindex, f.chain)
+                         if d.filter.ident == f.ident), None)
+        sock, pid = self._socket()
+        seq = self._next_seq()
+        try:
+            sock.send(encode_delete_bytes(f.ifindex, f.chain, f.prio, f.handle, f.protocol,
+                                          f.parent, RTM_GETTFILTER, NLM_F_REQUEST, seq, pid))
+        except OSError as exc:
+            raise self._error(exc.errno or 0, None, "get filter", f.ifindex, f) from exc
+        buf = self._buf
+        while True:
+            data = self._recv(buf, "get filter", f.ifindex)
+            for msg_type, flags, mseq, start, end in D.messages(data):
+                if mseq != seq:
+                    continue  # a late reply to an earlier, abandoned request
+                if msg_type == RTM_NEWTFILTER:
+                    return S.decode_message(data, start, end)
+                if msg_type == D.NLMSG_ERROR:
+                    code, text = D.ack(data, start, end, flags)
+                    if not code:
+                        continue  # (no ack was asked for)
+                    if code in (errno_mod.ENOENT, errno_mod.EINVAL):
+                        return None
+                    raise self._error(code, text, "get filter", f.ifindex, f)
 
     # --- internals -------------------------------------------------------------------
 

@@ -43,6 +43,12 @@ ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 VLAN_TPIDS = (ETH_P_8021Q, ETH_P_8021AD)
 
+# RTM_GETTFILTER dump request: TCA_DUMP_FLAGS (an nla_bitfield32) with
+# TCA_DUMP_FLAGS_TERSE asks for the terse dump (since 5.7): per filter only
+# the tcmsg, TCA_KIND, TCA_CHAIN and, in TCA_OPTIONS, the flags and each
+# action's kind, stats and cookie (offload/tc_terse.py).
+TCA_DUMP_FLAGS_TERSE = 1 << 0
+
 TCA_CLS_FLAGS_SKIP_HW = 1 << 0
 TCA_CLS_FLAGS_SKIP_SW = 1 << 1
 TCA_CLS_FLAGS_IN_HW = 1 << 2

@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+import errno
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
 
 from dpif.actions import Output
 from dpif.datapath import Datapath
+from dpif.errors import OffloadError
 from dpif.flow import FlowSpec, Ufid
 from dpif.match import Match
 from offload.datapath import OffloadDatapath, Policy, eswitch_check
@@ -107,6 +110,57 @@ def test_packets_through_a_tc_flow_are_counted_once(rig: tuple[Netns, Netns, Net
     assert dp.delete(Ufid(42)).packets == 25
     assert sw.tc_filters("p1") == [] or all(
         f.get("options", {}).get("keys") is None for f in sw.tc_filters("p1"))
+
+
+def test_dump_counts_by_terse_dump_and_bounds_lastused(rig: tuple[Netns, Netns, Netns]
+                                                      ) -> None:
+    """dump reads the counters by terse dump (no lastuse in it): exact counts
+    after real traffic; used is the time of the first dump that saw them grow
+    (an upper bound), unchanged while they do not; get reads the exact
+    lastuse, which the next dump keeps."""
+    h1, sw, h2 = rig
+    dp = make_offload(sw, {1: "p1", 2: "p2"}, Policy.SKIP_HW)
+    # the miss channel's kind of catch-all: matchall has no terse dump
+    sw.tc("filter", "add", "dev", "p1", "ingress", "prio", "65535", "protocol", "all",
+          "matchall", "action", "drop")
+    dp.put(FlowSpec(UDP_MATCH, (Output(2),), Ufid(42)))
+    [f0] = list(dp.dump())
+    assert f0.stats.packets == 0 and f0.stats.used is None
+    t0 = time.monotonic()
+    send_udp(h1, "10.9.0.2", 10)
+    [f1] = list(dp.dump())
+    t1 = time.monotonic()
+    assert (f1.stats.packets, f1.stats.bytes) == (10, 10 * (14 + 20 + 8 + 64))
+    assert f1.stats.used is not None and t0 <= f1.stats.used <= t1
+    time.sleep(0.3)
+    [f2] = list(dp.dump())
+    assert f2.stats == f1.stats  # nothing new: same counters, same used
+    t2 = time.monotonic()
+    send_udp(h1, "10.9.0.2", 5)
+    [f3] = list(dp.dump())
+    assert f3.stats.packets == 15 and f3.stats.used is not None
+    assert t2 <= f3.stats.used <= time.monotonic()
+    exact = dp.get(Ufid(42)).stats.used  # from the action's tcf_t (10 ms ticks)
+    assert exact is not None and t2 - 0.05 <= exact <= f3.stats.used + 0.05
+    [f4] = list(dp.dump())
+    assert f4.stats.used == exact and f4.stats.packets == 15
+
+
+def test_dump_after_a_u32_catch_all_reads_per_priority(rig: tuple[Netns, Netns, Netns]
+                                                       ) -> None:
+    """A u32 filter stops a terse dump (EMSGSIZE); dump then reads each of its
+    priorities alone, and the counters are still right."""
+    h1, sw, h2 = rig
+    dp = make_offload(sw, {1: "p1", 2: "p2"}, Policy.SKIP_HW)
+    dp.put(FlowSpec(UDP_MATCH, (Output(2),), Ufid(43)))
+    sw.tc("filter", "add", "dev", "p1", "ingress", "prio", "65535", "protocol", "all",
+          "u32", "match", "u32", "0", "0", "action", "drop")
+    send_udp(h1, "10.9.0.2", 7)
+    with pytest.raises(OffloadError) as err:
+        dp.tc.dump_stats(dp.ports[1].ifindex)
+    assert err.value.errno == errno.EMSGSIZE
+    [flow] = list(dp.dump())
+    assert flow.ufid == Ufid(43) and flow.stats.packets == 7 and flow.placement.dp == "tc"
 
 
 def test_modify_keeps_counting_upwards(rig: tuple[Netns, Netns, Netns]) -> None:

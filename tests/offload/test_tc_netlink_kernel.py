@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -383,3 +384,27 @@ def test_an_exception_from_the_ops_sends_nothing(netns: Any, veth_factory: Any,
         assert tc.apply([]) == []
         assert tc.apply(ops(60, None)) == [None] * 60
         assert len(tc.dump(ifindex)) == 60
+
+
+def test_get_reads_one_filter_as_the_dump_has_it(dev: Any) -> None:
+    """get asks for one filter (RTM_GETTFILTER without NLM_F_DUMP): the same
+    value as its entry in a dump; None for a handle, priority or protocol
+    that is not there."""
+    ns, tc, ifindex, peer = dev
+    fs = [FlowerFilter(ifindex, prio=p, handle=h, chain=c, protocol=0x0800, flags=SKIP_HW,
+                       keys={K + "ETH_TYPE": 0x0800, K + "IP_PROTO": 17, K + "UDP_DST": h},
+                       actions=(Gact.drop(), Mirred(peer)), cookie=bytes([p, h, c]))
+          for c in (0, 4) for p in (10, 20) for h in (1, 2)]
+    assert tc.install(fs) == [None] * len(fs)
+    dumped = {d.filter.ident: d for d in tc.dump(ifindex)}
+
+    def aged(d: Any) -> Any:  # the ages (idle_ms) grow between two reads
+        return replace(d, stats=replace(d.stats, idle_ms=None), action_stats=tuple(
+            replace(s, idle_ms=None) for s in d.action_stats))
+    for f in fs:
+        got = tc.get(f)
+        assert got is not None and aged(got) == aged(dumped[f.ident])
+        assert got.stats.idle_ms >= dumped[f.ident].stats.idle_ms
+    missing = [replace(fs[0], handle=9), replace(fs[0], prio=11), replace(fs[0], chain=5),
+               replace(fs[0], protocol=0x86DD)]
+    assert [tc.get(f) for f in missing] == [None] * len(missing)
