@@ -313,11 +313,3 @@ def set_seq(data: Encoded, seq: int, pid: int) -> bytearray:
     out = bytearray(data)
     struct.pack_into("=II", out, 8, seq, pid)
     return out
-
-
-def encode_dump_bytes(ifindex: int, chain: int | None, parent: int, msg_type: int,
-                      flags: int, seq: int, pid: int = 0) -> bytes:
-    """An RTM_GETTFILTER dump request for the filters under ``parent`` of
-    ``ifindex`` (one chain, or all chains when ``chain`` is None)."""
-    body = b"" if chain is None else attr(_T_CHAIN, _U32(chain))
-    return header(msg_type, flags, seq, pid, ifindex, 0, parent, 0, 0, len(body)) + body

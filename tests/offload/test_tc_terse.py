@@ -263,5 +263,3 @@ def test_dump_request_bytes_match_pyroute2(chain: int | None, prio: int) -> None
     msg["header"]["pid"] = 3
     msg.encode()
     assert T.dump_request(5, chain, prio, 9, 3) == bytes(msg.data)
-    full = T.dump_request(5, chain, 0, 9, 3, terse=False)  # what TcNetlink.dump sends
-    assert full == W.encode_dump_bytes(5, chain, N.TC_H_INGRESS_PARENT, 46, 0x301, 9, 3)
