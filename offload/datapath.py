@@ -33,9 +33,12 @@ program's filters, never a qdisc we did not create.
 
 Counters: a tc flow's stats are its filter's counters (software + hardware,
 TCA_STATS_BASIC; the software part counted from the network header, so
-ETH_HLEN per packet is added to count whole frames like swpath) plus ``carried`` -- what earlier incarnations of the same
-flow had counted (a replace on modify starts fresh counters; a move between
-tc and software starts a new flow).  Totals never go backwards.
+ETH_HLEN per packet is added to count whole frames like swpath) plus
+``carried`` -- what earlier incarnations of the same flow had counted (a
+replace on modify starts fresh counters; a move between tc and software
+starts a new flow in the other place).  A flow that moved from tc to
+software keeps its tc counts the same way (``_sw_carried``), so totals never
+go backwards, whichever way a flow moves.
 
 Dump: ``dump`` reads each port's filters with a terse dump
 (``TcNetlink.dump_stats``: flags, counters and the ufid cookie; no keys, no
@@ -140,6 +143,7 @@ class OffloadDatapath(Datapath):
         self._index = MegaflowCache(flow_limit=flow_limit, emc_size=0)
         self._tc: dict[Ufid, TcFlow] = {}
         self._sw_reason: dict[Ufid, str] = {}
+        self._sw_carried: dict[Ufid, FlowStats] = {}  # counts from tc of flows now in software
         self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
         self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
         # tc_template.template_key -> (template, ingress, outputs) or None (no template)
@@ -196,11 +200,20 @@ class OffloadDatapath(Datapath):
         prio = self._prio(match, probe.protocol)
         return probe.placed(prio, self._handle(probe.ifindex, probe.chain, prio))
 
-    def _to_sw(self, spec: FlowSpec, reason: str) -> DpFlow:
+    def _to_sw(self, spec: FlowSpec, reason: str, carried: FlowStats = FlowStats()) -> DpFlow:
         flow = self.sw.put(spec)
         self._sw_reason[spec.ufid] = reason
+        if carried != FlowStats():  # a tc flow moved here: its counts go on
+            self._sw_carried[spec.ufid] = carried
         self._log.debug("flow in software", ufid=spec.ufid, reason=reason)
-        return replace(flow, placement=Placement("sw", False, reason))
+        return self._as_sw(flow)
+
+    def _as_sw(self, flow: DpFlow) -> DpFlow:
+        """A software datapath's flow as ours: its placement and reason, and
+        what it counted on tc before it moved to software."""
+        carried = self._sw_carried.get(flow.ufid)
+        return replace(flow, stats=flow.stats if carried is None else carried + flow.stats,
+                       placement=Placement("sw", False, self._sw_reason[flow.ufid]))
 
     def put(self, spec: FlowSpec) -> DpFlow:
         self._index.insert(spec.ufid, spec.match, spec.actions)  # FlowExists / FlowLimit
@@ -356,10 +369,11 @@ class OffloadDatapath(Datapath):
             if isinstance(new, NotOffloadable):
                 self._index.modify(ufid, actions)
                 self._sw_reason[ufid] = str(new)
-                flow = self.sw.modify(ufid, actions, zero_stats=zero_stats)
-                return replace(flow, placement=Placement("sw", False, str(new)))
-            final = self.sw.delete(ufid)  # software -> tc: carry the counters
-            del self._sw_reason[ufid]
+                if zero_stats:
+                    self._sw_carried.pop(ufid, None)
+                return self._as_sw(self.sw.modify(ufid, actions, zero_stats=zero_stats))
+            final = self._sw_carried.pop(ufid, FlowStats()) + self.sw.delete(ufid)
+            del self._sw_reason[ufid]  # software -> tc: carry the counters
             self._index.modify(ufid, actions)
             return self._place(FlowSpec(old_sw.match, actions, ufid),
                                FlowStats() if zero_stats else final)
@@ -367,15 +381,15 @@ class OffloadDatapath(Datapath):
         carried = FlowStats() if zero_stats else before.stats
         new = self._translate(t.match, actions, ufid, old=t.filter)
         self._index.modify(ufid, actions)
-        if isinstance(new, NotOffloadable):
+        if isinstance(new, NotOffloadable):  # tc -> software: carry the counters
             self._delete_tc(t)
-            return self._to_sw(FlowSpec(t.match, actions, ufid), str(new))
+            return self._to_sw(FlowSpec(t.match, actions, ufid), str(new), carried)
         try:
             self.tc.replace(new)
         except OffloadError as e:
             self._delete_tc(t)
             return self._to_sw(FlowSpec(t.match, actions, ufid),
-                               f"tc refused: {e.extack or e.message}")
+                               f"tc refused: {e.extack or e.message}", carried)
         self._tc[ufid] = TcFlow(ufid, t.match, actions, new, carried)
         return DpFlow(ufid, t.match, actions, carried, before.placement)
 
@@ -389,7 +403,7 @@ class OffloadDatapath(Datapath):
             final = self._read(t).stats
             self._delete_tc(t)
         elif ufid in self._sw_reason:
-            final = self.sw.delete(ufid)
+            final = self._sw_carried.pop(ufid, FlowStats()) + self.sw.delete(ufid)
             del self._sw_reason[ufid]
         else:
             raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
@@ -401,8 +415,7 @@ class OffloadDatapath(Datapath):
         if t is not None:
             return self._read(t)
         if ufid in self._sw_reason:
-            return replace(self.sw.get(ufid),
-                           placement=Placement("sw", False, self._sw_reason[ufid]))
+            return self._as_sw(self.sw.get(ufid))
         raise FlowNotFound("no flow with this ufid", ufid=str(ufid))
 
     def dump(self) -> Iterator[DpFlow]:
@@ -453,7 +466,7 @@ class OffloadDatapath(Datapath):
                 del last[cookie]
         for f in self.sw.dump():
             if f.ufid in self._sw_reason:
-                yield replace(f, placement=Placement("sw", False, self._sw_reason[f.ufid]))
+                yield self._as_sw(f)
 
     def _dump_stats(self, ifindex: int) -> list[TerseFilter]:
         """The terse dump of ``ifindex``; per (chain, prio) of ours when the

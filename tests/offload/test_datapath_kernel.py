@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dpif.actions import Output
+from dpif.actions import Output, Recirc
 from dpif.datapath import Datapath
 from dpif.errors import OffloadError
 from dpif.flow import FlowSpec, Ufid
@@ -173,6 +173,28 @@ def test_modify_keeps_counting_upwards(rig: tuple[Netns, Netns, Netns]) -> None:
     send_udp(h1, "10.9.0.2", 7)
     assert rx_packets(h2, "h2e") == before  # dropped by tc
     assert dp.get(Ufid(5)).stats.packets == 17
+
+
+def test_counts_go_on_when_modify_moves_a_flow_between_tc_and_software(
+        rig: tuple[Netns, Netns, Netns]) -> None:
+    """tc -> software (the new actions cannot go on tc) and back: the flow's
+    totals never go backwards, in get, dump and delete."""
+    h1, sw, h2 = rig
+    dp = make_offload(sw, {1: "p1", 2: "p2"}, Policy.SKIP_HW)
+    dp.put(FlowSpec(UDP_MATCH, (Output(2),), Ufid(6)))
+    send_udp(h1, "10.9.0.2", 10)
+    moved = dp.modify(Ufid(6), (Recirc(1),))  # recirculation stays in software
+    assert moved.placement.dp == "sw" and moved.stats.packets == 10
+    assert dp.get(Ufid(6)).stats.packets == 10
+    assert [f.stats.packets for f in dp.dump()] == [10]
+    back = dp.modify(Ufid(6), (Output(2),))  # software -> tc again
+    assert back.placement.dp == "tc" and back.stats.packets == 10
+    send_udp(h1, "10.9.0.2", 5)
+    assert dp.get(Ufid(6)).stats.packets == 15
+    dp.modify(Ufid(6), (Recirc(1),))
+    assert dp.delete(Ufid(6)).packets == 15
+    zeroed = dp.put(FlowSpec(UDP_MATCH, (Recirc(1),), Ufid(6)))  # a new flow starts at 0
+    assert zeroed.placement.dp == "sw" and dp.get(Ufid(6)).stats.packets == 0
 
 
 def test_restart_adopts_with_counters_and_cleanup_spares_foreign(
