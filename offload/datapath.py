@@ -421,8 +421,20 @@ class OffloadDatapath(Datapath):
     def dump(self) -> Iterator[DpFlow]:
         """Every flow: tc flows with their filters' counters (a terse dump per
         port, joined by cookie; lastuse as the theory of operation says),
-        then the software ones."""
+        then the software ones.  The tc part is read and joined with the
+        collector paused (``gc_paused``: the values it makes would otherwise
+        trigger full collections, half of the join's time at 50k flows)."""
+        with gc_paused():
+            tc_flows = self._dump_tc()
+        yield from tc_flows
+        for f in self.sw.dump():
+            if f.ufid in self._sw_reason:
+                yield self._as_sw(f)
+
+    def _dump_tc(self) -> list[DpFlow]:
         tcs = list(self._tc.values())
+        out: list[DpFlow] = []
+        emit = out.append
         # joined by cookie bytes (the ufid's; hashed once, unlike a Ufid)
         ours = {t.filter.cookie for t in tcs}
         got: dict[bytes, TerseFilter] = {}
@@ -438,7 +450,7 @@ class OffloadDatapath(Datapath):
             cookie = t.filter.cookie
             d = got.get(cookie)
             if d is None:
-                yield DpFlow(t.ufid, t.match, t.actions, t.carried, placement(None))
+                emit(DpFlow(t.ufid, t.match, t.actions, t.carried, placement(None)))
                 continue
             packets = d.packets
             where = fixed or placement(d)
@@ -446,7 +458,7 @@ class OffloadDatapath(Datapath):
             if prev is not None and prev[0] is t and prev[1] == packets:
                 flow = prev[3]
                 if flow is not None and flow.placement is where:
-                    yield flow  # nothing new since the last read: the same value
+                    emit(flow)  # nothing new since the last read: the same value
                     continue
                 used = prev[2]
             else:  # grew (or first read of this filter): used since the last read
@@ -460,13 +472,11 @@ class OffloadDatapath(Datapath):
                 stats = c + stats
             flow = DpFlow(t.ufid, t.match, t.actions, stats, where)
             last[cookie] = (t, packets, used, flow)
-            yield flow
+            emit(flow)
         if len(last) > len(tcs):  # flows gone since: forget them
             for cookie in [c for c in last if c not in ours]:
                 del last[cookie]
-        for f in self.sw.dump():
-            if f.ufid in self._sw_reason:
-                yield self._as_sw(f)
+        return out
 
     def _dump_stats(self, ifindex: int) -> list[TerseFilter]:
         """The terse dump of ``ifindex``; per (chain, prio) of ours when the
