@@ -206,6 +206,18 @@ def run_put_many(specs: list[FlowSpec], dumps: bool = True) -> dict[str, float]:
     return res
 
 
+def translate(specs: list[FlowSpec], ports: dict[int, PortInfo]) -> list[V.FlowerFilter]:
+    """``to_flower`` of every megaflow, handles 1.. in one priority (the pure
+    translation, as a reference: the datapath itself uses its templates)."""
+    out = []
+    for h, s in enumerate(specs, start=1):
+        f = to_flower(s.match, s.actions, s.ufid, ports=ports, prio=0x0800, handle=h,
+                      flags=N.TCA_CLS_FLAGS_SKIP_HW)
+        assert not isinstance(f, NotOffloadable), f
+        out.append(f)
+    return out
+
+
 def run_install(specs: list[FlowSpec], dumps: bool = True
                 ) -> tuple[dict[str, float], list[V.FlowerFilter]]:
     res: dict[str, float] = {}
@@ -214,15 +226,7 @@ def run_install(specs: list[FlowSpec], dumps: bool = True
         ports = {1: PortInfo(1, tc.ifindex("bp0"), "bp0"), 2: PortInfo(2, tc.ifindex("bp1"), "bp1")}
         tc.ensure_ingress(ports[1].ifindex)
 
-        def translate() -> list[V.FlowerFilter]:
-            out = []
-            for h, s in enumerate(specs, start=1):
-                f = to_flower(s.match, s.actions, s.ufid, ports=ports, prio=0x0800, handle=h,
-                              flags=N.TCA_CLS_FLAGS_SKIP_HW)
-                assert not isinstance(f, NotOffloadable), f
-                out.append(f)
-            return out
-        res["translate"], filters = timed(translate)
+        res["translate"], filters = timed(lambda: translate(specs, ports))
         res["install"], outcomes = timed(lambda: tc.install(filters))
         assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
         if dumps:
@@ -267,12 +271,7 @@ def run_dump_only(specs: list[FlowSpec], repeat: int) -> dict[str, float]:
         dp = OffloadDatapath(tc, SwDatapath(flow_limit=len(specs) + 1), policy=Policy.SKIP_HW,
                              flow_limit=len(specs) + 1)
         ports = {1: dp.add_port(1, "bp0"), 2: dp.add_port(2, "bp1")}
-        filters = []
-        for h, s in enumerate(specs, start=1):
-            f = to_flower(s.match, s.actions, s.ufid, ports=ports, prio=0x0800, handle=h,
-                          flags=N.TCA_CLS_FLAGS_SKIP_HW)
-            assert not isinstance(f, NotOffloadable), f
-            filters.append(f)
+        filters = translate(specs, ports)
         res["install"], outcomes = timed(lambda: tc.install(filters))
         assert outcomes == [None] * len(filters), [str(o) for o in outcomes if o][:3]
         res["adopt"], adopted = timed(dp.adopt)
