@@ -106,15 +106,22 @@ def format_key(m: Match) -> str:
     return text
 
 
+def visible_fields(m: Match) -> set[str]:
+    """The fields ``format_key`` can show for ``m``: those of every group
+    whose prerequisite ``m`` matches (tcp ports only with ip_proto=6, ...)."""
+    visible: set[str] = set()
+    for g in GROUPS:
+        if _applies(g, m):
+            visible.update(g.field_names())
+    return visible
+
+
 def _check_all_printed(m: Match, text: str) -> None:
     if m.has("vlan_tpid") and m.value("vlan_tpid") == 0:
         m = m.without("vlan_tpid", "vlan_vid", "vlan_pcp")
     # Every field the match looks at must be shown; a field whose group was
     # not selected (tcp ports without ip_proto=6, ...) cannot be written.
-    visible: set[str] = set()
-    for g in GROUPS:
-        if g.when is None or _applies(g, m):
-            visible.update(g.field_names())
+    visible = visible_fields(m)
     hidden = [f.name for f, _, _ in m.fields() if f.name not in visible]
     if hidden:
         raise ValidationError("match has fields whose prerequisite is not matched "

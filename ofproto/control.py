@@ -55,10 +55,10 @@ import structlog
 
 from dpif.actiontext import format_actions as format_dp_actions
 from dpif.errors import FlowpathError, ParseError, ValidationError
-from dpif.fields import ALL_ONES, BY_NAME, FIELDS, GROUPS
+from dpif.fields import ALL_ONES, BY_NAME, FIELDS
 from dpif.flow import DpFlow
 from dpif.flowtext import format_dpflow
-from dpif.keytext import format_key
+from dpif.keytext import format_key, visible_fields
 from dpif.match import Match
 from ofproto.actiontext import format_actions
 from ofproto.bridge import Bridge, PacketIn
@@ -101,10 +101,7 @@ def packet_flow(packet: bytes, in_port: int) -> str:
     the fields whose prerequisite the packet lacks: IPv6 of an IPv4 packet...)."""
     key = parse_key(packet, _IN_PORT.put(in_port))
     m = Match.from_packet_key(key, ALL_ONES)
-    shown: set[str] = set()
-    for g in GROUPS:  # the text groups this packet selects (as dpif.keytext prints)
-        if g.when is None or m.value(g.when[0]) in g.when[1]:
-            shown.update(g.field_names())
+    shown = visible_fields(m)  # the text groups this packet selects
     drop = [f.name for f, v, _ in m.fields()
             if f.name not in shown or (f.name in _METADATA and v == 0)]
     if m.value("tcp_flags") == 0:
