@@ -42,20 +42,14 @@ go backwards, whichever way a flow moves.
 
 Dump: ``dump`` reads each port's filters with a terse dump
 (``TcNetlink.dump_stats``: flags, counters and the ufid cookie; no keys, no
-actions) and joins them by cookie with the flows it holds, whose match and
-actions it has already.  A terse dump carries no action timestamps, so no
-lastuse.  Per tc flow the datapath keeps the packet count of its last read
-and the ``used`` it gave then.  A count that changed since (or a first read
-that finds packets) gives ``used`` = the time of this read: an upper bound,
-late by at most the time since the previous read (idle aging is never early,
-at most one dump interval late).  An unchanged count keeps the previous
-``used``, and ``dump`` gives back the very DpFlow it gave last time (an idle
-flow costs no new values).  Full reads give the exact lastuse and seed that state: ``get``,
-``modify`` and ``delete`` read their one filter fully, ``adopt`` reads full
-dumps.  ``adopt`` and ``cleanup``, which need keys, use full dumps.  A filter
-whose cookie is not one of ours is ignored; a flow missing from the dump
-shows its carried counters.  On a kernel that stops a terse dump at a
-classifier without one (u32), each (chain, prio) of ours is dumped alone.
+actions, no lastuse) and joins them by cookie with the flows it holds, whose
+match and actions it has already (``tc_flows.TcCounters``: lastuse from
+counter growth, at most one dump interval late; an idle flow gives back its
+last DpFlow).  Full reads give the exact lastuse and seed that state:
+``get``, ``modify`` and ``delete`` read their one filter fully, ``adopt``
+reads full dumps.  ``adopt`` and ``cleanup``, which need keys, use full
+dumps.  On a kernel that stops a terse dump at a classifier without one
+(u32), each (chain, prio) of ours is dumped alone.
 
 Recirculation is kept in software: a miss inside tc chain N would leave the
 packet to the kernel stack, and flowpath's miss channel (a catch-all in
@@ -67,7 +61,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
 
 import structlog
@@ -80,14 +74,14 @@ from dpif.match import Match
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
+from offload.tc_flows import TcCounters, TcFlow
 from offload.tc_netlink import TcNetlink, TcOp, gc_paused
-from offload.tc_template import FilterTemplate, compile_template, template_key
+from offload.tc_template import FilterTemplate, PatchedFilter, compile_template, template_key
 from offload.tc_terse import TerseFilter
 from swpath.cache import MegaflowCache
 
 log = structlog.get_logger("offload.datapath")
 
-ETH_HLEN = 14
 PRIO_MIN = 0x0800  # flowpath's tc priorities: PRIO_MIN .. PRIO_MAX
 PRIO_MAX = 0xFEFF  # (0xFFFF is the miss channel's catch-all, swpath.ports.MISS_PRIO)
 TEMPLATES_MAX = 4096  # filter templates kept (tc_template), forgotten all at once beyond
@@ -106,17 +100,6 @@ class Policy(Enum):
     def flags(self) -> int:
         return {"skip_sw": N.TCA_CLS_FLAGS_SKIP_SW, "none": 0,
                 "skip_hw": N.TCA_CLS_FLAGS_SKIP_HW}[self.value]
-
-
-@dataclass(frozen=True, slots=True)
-class TcFlow:
-    """A flow placed on tc: what we installed and what it counted before."""
-
-    ufid: Ufid
-    match: Match
-    actions: A.Actions
-    filter: V.FlowerFilter
-    carried: FlowStats = FlowStats()
 
 
 def _recirc_reason(match: Match, actions: A.Actions) -> str | None:
@@ -149,9 +132,7 @@ class OffloadDatapath(Datapath):
         # tc_template.template_key -> (template, ingress, outputs) or None (no template)
         self._templates: dict[tuple[int, int, A.Actions],
                               tuple[FilterTemplate, PortInfo, list[PortInfo]] | None] = {}
-        # per tc flow (by cookie), as of its last read: (that TcFlow, packets,
-        # used, the DpFlow dump gave or None after a full read)
-        self._last: dict[bytes, tuple[TcFlow, int, float | None, DpFlow | None]] = {}
+        self._counters = TcCounters()  # the dump's join, and its state per flow
         self._log = log.bind(policy=policy.value)
 
     # -- ports -------------------------------------------------------------------
@@ -186,7 +167,7 @@ class OffloadDatapath(Datapath):
         return self._handles[k]
 
     def _translate(self, match: Match, actions: A.Actions, ufid: Ufid,
-                   old: V.FlowerFilter | None = None) -> V.FlowerFilter | NotOffloadable:
+                   old: V.FlowerFilter | V.FilterRef | None = None) -> V.FlowerFilter | NotOffloadable:
         reason = _recirc_reason(match, actions)
         if reason:
             return NotOffloadable(reason)
@@ -235,7 +216,8 @@ class OffloadDatapath(Datapath):
             return self._to_sw(spec, f"tc refused: {err.extack or err.message}")
         return self._on_tc(spec, op.filter, carried)
 
-    def _on_tc(self, spec: FlowSpec, f: V.FlowerFilter, carried: FlowStats) -> DpFlow:
+    def _on_tc(self, spec: FlowSpec, f: V.FlowerFilter | V.FilterRef,
+               carried: FlowStats) -> DpFlow:
         self._tc[spec.ufid] = TcFlow(spec.ufid, spec.match, spec.actions, f, carried)
         # per flow, so debug (and lazily rendered): the flow's Placement says it
         self._log.debug("flow on tc", ufid=spec.ufid, ifindex=f.ifindex, chain=f.chain,
@@ -313,8 +295,9 @@ class OffloadDatapath(Datapath):
             if self.check is None or not targets or self.check(ingress, targets) is None:
                 handle = self._handle(base.ifindex, base.chain, base.prio)
                 if handle < 1 << 32:
-                    f, body = t.build(match.key, handle, spec.ufid.to_bytes())
-                    return TcOp("add", f, body)
+                    key, cookie = match.key, spec.ufid.to_bytes()
+                    return TcOp("add", PatchedFilter(t, key, handle, cookie),
+                                t.body_for(key, handle, cookie))
             # (refused by the check, or out of handles: the full path says how)
         full = self._translate(match, actions, spec.ufid)
         if isinstance(full, NotOffloadable):
@@ -342,16 +325,7 @@ class OffloadDatapath(Datapath):
         which also seeds ``dump``'s state for the flow)."""
         if dump is None:
             return t.carried
-        s = dump.stats
-        used = None
-        if s.packets and s.idle_ms is not None:
-            used = self.clock() - s.idle_ms / 1000
-        self._last[t.filter.cookie] = (t, s.packets, used, None)
-        # Software tc counts skb->len from the network header; add the
-        # Ethernet header to that part so tc, hardware and swpath counters
-        # all count whole frames.
-        nbytes = s.bytes + ETH_HLEN * max(0, s.packets - s.hw_packets)
-        return t.carried + FlowStats(s.packets, nbytes, used)
+        return self._counters.seed(t, dump.stats, self.clock())
 
     def _read(self, t: TcFlow) -> DpFlow:
         dump = self.tc.get(t.filter)
@@ -379,7 +353,7 @@ class OffloadDatapath(Datapath):
                                FlowStats() if zero_stats else final)
         before = self._read(t)
         carried = FlowStats() if zero_stats else before.stats
-        new = self._translate(t.match, actions, ufid, old=t.filter)
+        new = self._translate(t.match, actions, ufid, old=t.src)
         self._index.modify(ufid, actions)
         if isinstance(new, NotOffloadable):  # tc -> software: carry the counters
             self._delete_tc(t)
@@ -433,50 +407,12 @@ class OffloadDatapath(Datapath):
 
     def _dump_tc(self) -> list[DpFlow]:
         tcs = list(self._tc.values())
-        out: list[DpFlow] = []
-        emit = out.append
-        # joined by cookie bytes (the ufid's; hashed once, unlike a Ufid)
-        ours = {t.filter.cookie for t in tcs}
-        got: dict[bytes, TerseFilter] = {}
-        for ifindex in {t.filter.ifindex for t in tcs}:
-            for tf in self._dump_stats(ifindex):
-                if tf.cookie in ours:
-                    got[tf.cookie] = tf
+        dumped: list[TerseFilter] = []
+        for ifindex in {t.src.ifindex for t in tcs}:
+            dumped += self._dump_stats(ifindex)
         now = self.clock()  # after the reads: no counted packet is later than this
-        last = self._last
-        placement = self._tc_placement
-        fixed = None if self.policy is Policy.NONE else placement(None)
-        for t in tcs:
-            cookie = t.filter.cookie
-            d = got.get(cookie)
-            if d is None:
-                emit(DpFlow(t.ufid, t.match, t.actions, t.carried, placement(None)))
-                continue
-            packets = d.packets
-            where = fixed or placement(d)
-            prev = last.get(cookie)
-            if prev is not None and prev[0] is t and prev[1] == packets:
-                flow = prev[3]
-                if flow is not None and flow.placement is where:
-                    emit(flow)  # nothing new since the last read: the same value
-                    continue
-                used = prev[2]
-            else:  # grew (or first read of this filter): used since the last read
-                used = now if packets else None
-            # whole frames, as _tc_stats counts them
-            sw_packets = packets - d.hw_packets
-            stats = FlowStats(packets, d.bytes + ETH_HLEN * sw_packets if sw_packets > 0
-                              else d.bytes, used)
-            c = t.carried
-            if c.packets or c.bytes or c.used is not None or c.tcp_flags:
-                stats = c + stats
-            flow = DpFlow(t.ufid, t.match, t.actions, stats, where)
-            last[cookie] = (t, packets, used, flow)
-            emit(flow)
-        if len(last) > len(tcs):  # flows gone since: forget them
-            for cookie in [c for c in last if c not in ours]:
-                del last[cookie]
-        return out
+        fixed = None if self.policy is Policy.NONE else self._tc_placement(None)
+        return self._counters.join(tcs, dumped, now, self._tc_placement, fixed)
 
     def _dump_stats(self, ifindex: int) -> list[TerseFilter]:
         """The terse dump of ``ifindex``; per (chain, prio) of ours when the
@@ -486,8 +422,8 @@ class OffloadDatapath(Datapath):
         except OffloadError as e:
             if e.errno != errno.EMSGSIZE:
                 raise
-        places = sorted({(t.filter.chain, t.filter.prio) for t in self._tc.values()
-                         if t.filter.ifindex == ifindex})
+        places = sorted({(t.src.chain, t.src.prio) for t in self._tc.values()
+                         if t.src.ifindex == ifindex})
         self._log.debug("terse dump stopped by another classifier: one per priority",
                         ifindex=ifindex, priorities=len(places))
         return [tf for chain, prio in places for tf in self.tc.dump_stats(ifindex, chain, prio)]

@@ -71,7 +71,7 @@ from offload import tc_decode as D
 from offload import tc_dumpshape as S
 from offload import tc_nla as N
 from offload import tc_terse as T
-from offload.tc_values import FilterDump, FlowerFilter, delete_msg, encode_filter
+from offload.tc_values import FilterDump, FilterRef, FlowerFilter, delete_msg, encode_filter
 from offload.tc_wire import (
     FastEncodeUnsupported, encode_delete_bytes, encode_filter_bytes, set_seq,
     with_header,
@@ -109,18 +109,19 @@ class gc_paused:  # noqa: N801 -- used as a function: ``with gc_paused():``
             gc.enable()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TcOp:
     """One filter operation for ``TcNetlink.apply``: op is add|replace|delete.
     ``body``: the filter's message after the netlink header, when the caller
-    has it already (``tc_template``: equal to ``tc_wire.encode_filter_body``)."""
+    has it already (``tc_template``: equal to ``tc_wire.encode_filter_body``
+    of the filter's value); ``filter`` may then be a ``FilterRef``."""
 
     op: str
-    filter: FlowerFilter
+    filter: FlowerFilter | FilterRef
     body: bytes | bytearray | None = field(default=None, compare=False, repr=False)
 
     def message(self) -> tuple[Any, int, int]:
-        f = self.filter
+        f = self.filter if isinstance(self.filter, FlowerFilter) else self.filter.value()
         if self.op == "delete":
             return (delete_msg(f.ifindex, f.chain, f.prio, f.handle, f.protocol, f.parent),
                     *self.header())
@@ -147,7 +148,8 @@ class TcOp:
                                        f.parent, msg_type, flags, seq, pid)
         if self.body is not None:
             return with_header(self.body, msg_type, flags, seq, pid)
-        return encode_filter_bytes(f, msg_type, flags, seq, pid)
+        return encode_filter_bytes(f if isinstance(f, FlowerFilter) else f.value(),
+                                   msg_type, flags, seq, pid)
 
 
 class TcNetlink:
@@ -469,7 +471,7 @@ class TcNetlink:
             return bytes(set_seq(msg.data, seq, pid))
 
     def _error(self, code: int, text: str | None, op: str, ifindex: int,
-               f: FlowerFilter | None = None) -> OffloadError:
+               f: FlowerFilter | FilterRef | None = None) -> OffloadError:
         extack = text if text and text != _strerror(code) else None
         return OffloadError(
             f"tc {op} failed: {_strerror(code)}", extack=extack, errno=code,

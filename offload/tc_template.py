@@ -16,7 +16,10 @@ tcmsg and the attributes, what follows the netlink header), with the byte
 offset and byte order of each copied key's payload, of the handle and of
 the cookie.  ``build`` makes another megaflow's filter and body by patching
 only those: its keys (the plan's constants and its copied values), its
-handle and its cookie (the ufid).
+handle and its cookie (the ufid).  ``body_for`` patches the bytes alone and
+``PatchedFilter`` stands for the filter until its value is asked for: a
+burst of puts needs only the bytes and the filter's name (device, chain,
+prio, handle).
 
 ``compile_template`` returns None -- the full path every time -- for a
 match whose plan is not kept, for actions with dec_ttl, for a filter
@@ -71,20 +74,72 @@ class FilterTemplate:
         self.copied = copied
         self.cookie_at = cookie_at
 
-    def build(self, key: int, handle: int, cookie: bytes) -> tuple[FlowerFilter, bytearray]:
-        """The filter and body for a match with packed ``key`` (of this
+    def body_for(self, key: int, handle: int, cookie: bytes) -> bytearray:
+        """The message body for a match with packed ``key`` (of this
         template's key), at ``handle`` (1 .. 2**32-1) with ``cookie`` (as
         long as the template's)."""
-        keys = self.keys.copy()
         body = bytearray(self.body)
-        for i, attr, off, ones, conv, at, size, order in self.copied:
-            v = (key >> off) & ones
-            keys[i] = (attr, v if conv is None else conv(v))
-            body[at:at + size] = v.to_bytes(size, order)  # type: ignore[arg-type]
+        for _, _, off, ones, _, at, size, order in self.copied:
+            body[at:at + size] = ((key >> off) & ones).to_bytes(
+                size, order)  # type: ignore[arg-type]
         _HANDLE.pack_into(body, W.TCMSG_HANDLE_AT, handle)
         at = self.cookie_at
         body[at:at + len(cookie)] = cookie
-        return self.filter.variant(tuple(keys), handle, cookie), body
+        return body
+
+    def filter_for(self, key: int, handle: int, cookie: bytes) -> FlowerFilter:
+        """The filter whose body ``body_for`` gives."""
+        keys = self.keys.copy()
+        for i, attr, off, ones, conv, _, _, _ in self.copied:
+            v = (key >> off) & ones
+            keys[i] = (attr, v if conv is None else conv(v))
+        return self.filter.variant(tuple(keys), handle, cookie)
+
+    def build(self, key: int, handle: int, cookie: bytes) -> tuple[FlowerFilter, bytearray]:
+        """``filter_for`` and ``body_for`` at once."""
+        return self.filter_for(key, handle, cookie), self.body_for(key, handle, cookie)
+
+
+class PatchedFilter:
+    """A template's filter for one megaflow, not made: what tc needs to name
+    it (device, parent, chain, prio, protocol: the template's; its handle
+    and cookie) at once, its ``FlowerFilter`` value when asked (``value``:
+    the keys' values converted, as much work again as the body).  A burst of
+    puts sends bodies and keeps these; most filters are never looked at."""
+
+    __slots__ = ("template", "key", "handle", "cookie")
+
+    def __init__(self, template: FilterTemplate, key: int, handle: int, cookie: bytes) -> None:
+        self.template = template
+        self.key = key
+        self.handle = handle
+        self.cookie = cookie
+
+    @property
+    def ifindex(self) -> int:
+        return self.template.filter.ifindex
+
+    @property
+    def parent(self) -> int:
+        return self.template.filter.parent
+
+    @property
+    def chain(self) -> int:
+        return self.template.filter.chain
+
+    @property
+    def prio(self) -> int:
+        return self.template.filter.prio
+
+    @property
+    def protocol(self) -> int:
+        return self.template.filter.protocol
+
+    def value(self) -> FlowerFilter:
+        return self.template.filter_for(self.key, self.handle, self.cookie)
+
+    def __repr__(self) -> str:
+        return f"PatchedFilter({self.value()!r})"
 
 
 def _byte_order(attr: str, conv: Callable[[int], Value] | None, size: int,

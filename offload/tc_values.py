@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 from dpif.errors import ValidationError
 from offload import tc_nla as N
@@ -163,6 +163,28 @@ class FlowerFilter:
 
 
 _FILTER_DEFAULTS = {f.name: f.default for f in fields(FlowerFilter) if f.default is not MISSING}
+
+
+class FilterRef(Protocol):
+    """A filter not made yet (``tc_template.PatchedFilter``): its name and
+    cookie, and its value on demand."""
+
+    @property
+    def ifindex(self) -> int: ...
+    @property
+    def parent(self) -> int: ...
+    @property
+    def chain(self) -> int: ...
+    @property
+    def prio(self) -> int: ...
+    @property
+    def protocol(self) -> int: ...
+    @property
+    def handle(self) -> int: ...
+    @property
+    def cookie(self) -> bytes: ...
+
+    def value(self) -> FlowerFilter: ...
 
 
 @dataclass(frozen=True)

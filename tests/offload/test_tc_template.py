@@ -2,7 +2,8 @@
 
 The oracle: for every megaflow with the template key of the one a template
 was compiled from (same mask, control values, in_port, recirc_id, actions;
-any other copied values), ``FilterTemplate.build`` must give exactly the
+any other copied values), ``FilterTemplate.build`` (and a ``PatchedFilter``,
+the filter not made yet) must give exactly the
 filter ``to_flower`` makes (every field, same types) and exactly the bytes
 ``tc_wire`` encodes for it -- which test_tc_wire checks against pyroute2.
 """
@@ -20,7 +21,7 @@ from offload import tc_nla as N
 from offload import tc_wire as W
 from offload.tc_flower import to_flower
 from offload.tc_netlink import F_CREATE, TcOp
-from offload.tc_template import SELECT_BITS, compile_template, template_key
+from offload.tc_template import SELECT_BITS, PatchedFilter, compile_template, template_key
 from offload.tc_values import FlowerFilter
 from tests.dpif.strategies import action_lists, matches
 from tests.offload.test_tc_flower import PORTS
@@ -66,6 +67,14 @@ def test_build_is_the_full_path(m: Match, port: int, chain: bool, actions: A.Act
         assert bytes(body) == W.encode_filter_body(want)
         assert (TcOp("add", got, body).wire(7, 9) ==
                 W.encode_filter_bytes(want, RTM_NEWTFILTER, F_CREATE, 7, 9))
+        # what the datapath keeps instead: the filter's name at once, its value on demand
+        ref = PatchedFilter(t, other.key, handle, Ufid(ufid).to_bytes())
+        assert ((ref.ifindex, ref.parent, ref.chain, ref.prio, ref.protocol, ref.handle,
+                 ref.cookie) == (want.ifindex, want.parent, want.chain, want.prio,
+                                 want.protocol, want.handle, want.cookie))
+        assert ref.value() == want
+        assert TcOp("add", ref).wire(7, 9) == TcOp("add", want).wire(7, 9)
+        assert TcOp("add", ref).message()[0] == TcOp("add", want).message()[0]
 
 
 def test_a_megaflow_table_shares_one_template() -> None:
