@@ -129,9 +129,8 @@ class OffloadDatapath(Datapath):
         self._sw_carried: dict[Ufid, FlowStats] = {}  # counts from tc of flows now in software
         self._prios: dict[tuple[int, int], int] = {}  # (mask, protocol) -> prio
         self._handles: dict[tuple[int, int, int], int] = {}  # (ifindex, chain, prio) -> last
-        # tc_template.template_key -> (template, ingress, outputs) or None (no template)
-        self._templates: dict[tuple[int, int, A.Actions],
-                              tuple[FilterTemplate, PortInfo, list[PortInfo]] | None] = {}
+        # tc_template.template_key -> its template, or None (none can be made)
+        self._templates: dict[tuple[int, int, A.Actions], FilterTemplate | None] = {}
         self._counters = TcCounters()  # the dump's join, and its state per flow
         self._log = log.bind(policy=policy.value)
 
@@ -288,27 +287,25 @@ class OffloadDatapath(Datapath):
         ``_translate`` (which makes the template for the next ones)."""
         match, actions = spec.match, spec.actions
         tkey = template_key(match, actions)
-        entry = self._templates.get(tkey)
-        if entry is not None:
-            t, ingress, targets = entry
+        t = self._templates.get(tkey)
+        if t is not None:
+            # No check here: a template is made only after ``self.check``
+            # passed the same ingress and outputs, and an OutputCheck answers
+            # by those alone (the topology it reads is fixed).
             base = t.filter
-            if self.check is None or not targets or self.check(ingress, targets) is None:
-                handle = self._handle(base.ifindex, base.chain, base.prio)
-                if handle < 1 << 32:
-                    key, cookie = match.key, spec.ufid.to_bytes()
-                    return TcOp("add", PatchedFilter(t, key, handle, cookie),
-                                t.body_for(key, handle, cookie))
-            # (refused by the check, or out of handles: the full path says how)
+            handle = self._handle(base.ifindex, base.chain, base.prio)
+            if handle < 1 << 32:
+                key, cookie = match.key, spec.ufid.to_bytes()
+                return TcOp("add", PatchedFilter(t, key, handle, cookie),
+                            t.body_for(key, handle, cookie))
+            # (out of handles: the full path says so)
         full = self._translate(match, actions, spec.ufid)
         if isinstance(full, NotOffloadable):
             return full
         if tkey not in self._templates:
-            made = compile_template(full, match, actions)
             if len(self._templates) >= TEMPLATES_MAX:
                 self._templates.clear()
-            self._templates[tkey] = None if made is None else (
-                made, self.ports[match.value("in_port")],
-                [self.ports[a.port] for a in actions if isinstance(a, A.Output)])
+            self._templates[tkey] = compile_template(full, match, actions)
         return TcOp("add", full)
 
     def _tc_placement(self, dump: V.FilterDump | TerseFilter | None) -> Placement:

@@ -329,9 +329,9 @@ def to_flower(match: Match, actions: A.Actions, ufid: Ufid, *, ports: Mapping[in
 
 _CONTROL = ("eth_type", "ip_proto", "vlan_tpid", "cvlan_tpid", "arp_op", "ip_frag",
             "ct_state", "tun_id")
-_CONTROL_BITS = 0
+CONTROL_BITS = 0  # the control fields' bits: a plan is per (mask, key & CONTROL_BITS)
 for _name in _CONTROL:
-    _CONTROL_BITS |= BY_NAME[_name].field_mask
+    CONTROL_BITS |= BY_NAME[_name].field_mask
 _DIRECT = {_K + n for n in ("ETH_TYPE", "VLAN_ETH_TYPE", "CVLAN_ETH_TYPE", "NUM_OF_VLANS",
                             "FLAGS", "FLAGS_MASK", "CT_STATE", "CT_STATE_MASK", "ENC_KEY_ID")}
 
@@ -360,7 +360,7 @@ _PLANS_MAX = 4096
 
 def _make_plan(m: Match) -> _Plan | NotOffloadable | None:
     k = _Keys()
-    probe = Match(m.key & _CONTROL_BITS, m.mask)
+    probe = Match(m.key & CONTROL_BITS, m.mask)
     got = _match_keys(probe, k)
     if isinstance(got, NotOffloadable):
         return got
@@ -389,7 +389,7 @@ def plan_of(m: Match) -> _Plan | NotOffloadable | None:
     kept, the full path decides): per canonical key (attribute, constant,
     bit offset of the field it copies or -1, the field's all-ones, converter
     of the copied int or None), and the tcm protocol."""
-    ident = (m.mask, m.key & _CONTROL_BITS)
+    ident = (m.mask, m.key & CONTROL_BITS)
     if ident in _PLANS:
         return _PLANS[ident]
     plan = _make_plan(m)

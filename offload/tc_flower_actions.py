@@ -50,7 +50,8 @@ class PortInfo:
 
 
 # A check of output ports against the ingress port's eswitch: None = fine,
-# else the refusal text (offload.eswitch.Topology.offload_refusal fits).
+# else the refusal text (offload.eswitch.Topology.offload_refusal fits).  Its
+# answer must depend on the ports alone: the datapath asks once per template.
 OutputCheck = Callable[[PortInfo, list[PortInfo]], str | None]
 
 # --- pedit layout: where each settable field lives in its header ------------

@@ -46,7 +46,7 @@ from offload.tc_values import FlowerFilter, Value
 _HANDLE = struct.Struct("=I")
 # the bits of a match that decide its template, with its mask and actions:
 # the plan's control fields, in_port (the device) and recirc_id (the chain)
-SELECT_BITS = (TF._CONTROL_BITS | BY_NAME["in_port"].field_mask
+SELECT_BITS = (TF.CONTROL_BITS | BY_NAME["in_port"].field_mask
                | BY_NAME["recirc_id"].field_mask)
 
 

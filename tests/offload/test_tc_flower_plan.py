@@ -47,7 +47,7 @@ def test_plan_equals_the_full_path_and_its_reuse(m: Match, others: list[int],
         TF._PLANS.clear()
     assert planned(m) == full_path(m)
     for bits in others:  # same mask and control values, other copied values
-        key = (bits & m.mask & ~TF._CONTROL_BITS) | (m.key & TF._CONTROL_BITS)
+        key = (bits & m.mask & ~TF.CONTROL_BITS) | (m.key & TF.CONTROL_BITS)
         other = Match(key, m.mask)
         assert planned(other) == full_path(other)
 
