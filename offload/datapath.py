@@ -74,7 +74,7 @@ from dpif.match import Match
 from offload import tc_nla as N
 from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
-from offload.tc_flows import TcCounters, TcFlow
+from offload.tc_flows import NO_STATS, TcCounters, TcFlow
 from offload.tc_netlink import TcNetlink, TcOp, gc_paused
 from offload.tc_template import FilterTemplate, PatchedFilter, compile_template, template_key
 from offload.tc_terse import TerseFilter
@@ -265,7 +265,7 @@ class OffloadDatapath(Datapath):
                 index.remove(spec.ufid)
             raise
         placement = self._tc_placement(None)
-        flows, zero = self._tc, FlowStats()
+        flows, zero = self._tc, NO_STATS
         for (i, spec, op), err in zip(pending, results):
             if err is None:  # _on_tc, without a log line per flow
                 ufid, match, actions = spec.ufid, spec.match, spec.actions

@@ -36,15 +36,16 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from dpif import actions as A
-from dpif.flow import DpFlow, FlowStats, Placement, Ufid
+from dpif.flow import DpFlow, FlowStats, Placement, Ufid, slot_setters
 from dpif.match import Match
 from offload.tc_terse import TerseFilter
 from offload.tc_values import FilterRef, FlowerFilter, TcStats
 
 ETH_HLEN = 14
+NO_STATS = FlowStats()  # carried by a flow new on tc (the join tells it by identity)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TcFlow:
     """A flow placed on tc: what we installed and what it counted before."""
 
@@ -52,12 +53,24 @@ class TcFlow:
     match: Match
     actions: A.Actions
     src: FlowerFilter | FilterRef  # the filter (a template's: made on demand)
-    carried: FlowStats = FlowStats()
+    carried: FlowStats = NO_STATS
+
+    def __init__(self, ufid: Ufid, match: Match, actions: A.Actions,
+                 src: FlowerFilter | FilterRef, carried: FlowStats = NO_STATS) -> None:
+        # one per flow of a put burst: dpif.flow.slot_setters says why
+        _t_ufid(self, ufid)
+        _t_match(self, match)
+        _t_actions(self, actions)
+        _t_src(self, src)
+        _t_carried(self, carried)
 
     @property
     def filter(self) -> FlowerFilter:
         src = self.src
         return src if isinstance(src, FlowerFilter) else src.value()
+
+
+_t_ufid, _t_match, _t_actions, _t_src, _t_carried = slot_setters(TcFlow)
 
 
 def whole_frames(packets: int, nbytes: int, hw_packets: int) -> int:
@@ -113,9 +126,12 @@ class TcCounters:
                 used = prev[2]
             else:  # grew (or first read of this filter): used since the last read
                 used = now if packets else None
-            stats = FlowStats(packets, whole_frames(packets, d.bytes, d.hw_packets), used)
+            sw_packets = packets - d.hw_packets  # whole_frames, inlined (per flow)
+            stats = FlowStats(packets, d.bytes + ETH_HLEN * sw_packets if sw_packets > 0
+                              else d.bytes, used)
             c = t.carried
-            if c.packets or c.bytes or c.used is not None or c.tcp_flags:
+            if c is not NO_STATS and (c.packets or c.bytes or c.used is not None
+                                      or c.tcp_flags):
                 stats = c + stats
             flow = DpFlow(t.ufid, t.match, t.actions, stats, where)
             last[cookie] = (t, packets, used, flow)

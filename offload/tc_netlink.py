@@ -67,6 +67,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_DELTFILTER, RTM_GETTFILTER, RTM_NEWTFILTER
 
 from dpif.errors import DeviceError, OffloadError
+from dpif.flow import slot_setters
 from offload import tc_decode as D
 from offload import tc_dumpshape as S
 from offload import tc_nla as N
@@ -109,7 +110,7 @@ class gc_paused:  # noqa: N801 -- used as a function: ``with gc_paused():``
             gc.enable()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TcOp:
     """One filter operation for ``TcNetlink.apply``: op is add|replace|delete.
     ``body``: the filter's message after the netlink header, when the caller
@@ -119,6 +120,13 @@ class TcOp:
     op: str
     filter: FlowerFilter | FilterRef
     body: bytes | bytearray | None = field(default=None, compare=False, repr=False)
+
+    def __init__(self, op: str, filter: FlowerFilter | FilterRef,  # noqa: A002 -- the field
+                 body: bytes | bytearray | None = None) -> None:
+        # one per flow of a batch: dpif.flow.slot_setters says why
+        _op_op(self, op)
+        _op_filter(self, filter)
+        _op_body(self, body)
 
     def message(self) -> tuple[Any, int, int]:
         f = self.filter if isinstance(self.filter, FlowerFilter) else self.filter.value()
@@ -150,6 +158,9 @@ class TcOp:
             return with_header(self.body, msg_type, flags, seq, pid)
         return encode_filter_bytes(f if isinstance(f, FlowerFilter) else f.value(),
                                    msg_type, flags, seq, pid)
+
+
+_op_op, _op_filter, _op_body = slot_setters(TcOp)
 
 
 class TcNetlink:

@@ -15,8 +15,10 @@ from dpif.flow import DpFlow, FlowStats, Placement, Ufid
 from dpif.match import Match
 from offload import tc_nla as N
 from offload.tc_flows import ETH_HLEN, TcCounters, TcFlow
+from offload.tc_netlink import TcOp
 from offload.tc_terse import TerseFilter
 from offload.tc_values import FlowerFilter, Mirred, TcStats
+from tests.dpif.test_flow import check_hand_init
 
 ON_HW = Placement("tc", True)
 NOT_IN_HW = Placement("tc", False, "kernel: not_in_hw")
@@ -130,3 +132,8 @@ def test_state_of_flows_gone_is_forgotten() -> None:
     assert [f.ufid for f in again] == [flows[0].ufid]
     assert again[0] is first[0]
     assert set(counters._last) == {flows[0].filter.cookie}
+
+
+def test_hand_written_inits() -> None:
+    check_hand_init(TcFlow)
+    check_hand_init(TcOp)
