@@ -81,12 +81,19 @@ def _to_attr(attr: str, value: int) -> V.Value:
     return value
 
 
+_PTON = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}
+
+
 def _from_attr(attr: str, value: V.Value) -> int:
     if isinstance(value, int):
         return value
-    if N.ATOM_KIND[N.FLOWER_ATOM[attr]] == "mac":
+    kind = N.ATOM_KIND[N.FLOWER_ATOM[attr]]
+    if kind == "mac":
         return int(value.replace(":", ""), 16)
-    return int(ipaddress.ip_address(value))
+    try:  # inet_pton: 20x faster than ipaddress (adopting 50k filters parses 100k)
+        return int.from_bytes(socket.inet_pton(_PTON[kind], value), "big")  # type: ignore[index]
+    except (OSError, KeyError):  # not that family's text: ipaddress says what is wrong
+        return int(ipaddress.ip_address(value))
 
 
 _IS_FRAG, _FIRST = N.TCA_FLOWER_KEY_FLAGS_IS_FRAGMENT, N.TCA_FLOWER_KEY_FLAGS_FRAG_IS_FIRST
