@@ -104,5 +104,10 @@ class OffloadError(FlowpathError):
         super().__init__(message, extack=extack, errno=errno, **context)
 
 
+class OffloadUnsure(OffloadError):
+    """A socket error cut a tc batch after this operation's request was
+    sent: the kernel may or may not have applied it (read it back)."""
+
+
 class DeviceError(FlowpathError):
     """A netdev or devlink device is missing, vanished, or not in the right mode."""

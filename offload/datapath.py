@@ -68,7 +68,7 @@ import structlog
 
 from dpif import actions as A
 from dpif.datapath import Datapath
-from dpif.errors import DatapathError, FlowNotFound, OffloadError
+from dpif.errors import DatapathError, FlowNotFound, OffloadError, OffloadUnsure
 from dpif.flow import DpFlow, FlowSpec, FlowStats, Placement, Ufid
 from dpif.match import Match
 from offload import tc_nla as N
@@ -207,13 +207,27 @@ class OffloadDatapath(Datapath):
         op = self._translate_op(spec)
         if isinstance(op, NotOffloadable):
             return self._to_sw(spec, str(op))
-        try:
-            (err,) = self.tc.apply([op])
-        except OffloadError as e:  # (a socket error: as tc.add raised it)
-            err = e
-        if err is not None:
+        (err,) = self.tc.apply([op])  # (a socket error too is an outcome)
+        if err is not None and not self._landed(err, op, spec.ufid):
             return self._to_sw(spec, f"tc refused: {err.extack or err.message}")
         return self._on_tc(spec, op.filter, carried)
+
+    def _landed(self, err: OffloadError, op: TcOp, ufid: Ufid) -> bool:
+        """Whether an add that failed with ``err`` is in the kernel all the
+        same: for ``OffloadUnsure`` (a socket error lost its answer), its
+        filter read back, with our cookie.  When even that read fails: no,
+        and the flow goes to software -- a filter that did land stays
+        untracked until ``cleanup``, or the next ``adopt``, finds it (logged)."""
+        if not isinstance(err, OffloadUnsure):
+            return False
+        f = op.filter if isinstance(op.filter, V.FlowerFilter) else op.filter.value()
+        try:
+            got = self.tc.get(f)
+        except OffloadError as e:
+            self._log.warning("tc add lost its answer and cannot be read back: in software",
+                              ufid=str(ufid), error=str(e))
+            return False
+        return got is not None and got.filter.cookie == ufid.to_bytes()
 
     def _on_tc(self, spec: FlowSpec, f: V.FlowerFilter | V.FilterRef,
                carried: FlowStats) -> DpFlow:
@@ -267,7 +281,7 @@ class OffloadDatapath(Datapath):
         placement = self._tc_placement(None)
         flows, zero = self._tc, NO_STATS
         for (i, spec, op), err in zip(pending, results):
-            if err is None:  # _on_tc, without a log line per flow
+            if err is None or self._landed(err, op, spec.ufid):  # _on_tc, no log line per flow
                 ufid, match, actions = spec.ufid, spec.match, spec.actions
                 flows[ufid] = TcFlow(ufid, match, actions, op.filter, zero)
                 out[i] = DpFlow(ufid, match, actions, zero, placement)

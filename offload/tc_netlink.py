@@ -28,6 +28,11 @@ of our own (opened on first use, in the netns, via pyroute2's
   succeeded.  The chunk is bounded so that all of its refusals fit in
   SO_RCVBUF at once (8 MiB when root may force it): no ENOBUFS, no lost
   outcome.  Acks are capped (NETLINK_CAP_ACK: the request is not echoed).
+  A socket error all the same (a send refused, ENOBUFS when the buffer is
+  smaller than we were told) ends the batch without losing what is known:
+  the requests up to the last answer read are decided (refused or done),
+  those sent after it are ``OffloadUnsure`` (the caller reads them back),
+  and the rest are refused as not sent.  The socket is then replaced.
   The garbage collector is paused for a batch (``gc_paused``).
 * Dump: one RTM_GETTFILTER request with NLM_F_DUMP, then ``recv_into`` one
   1 MiB buffer until NLMSG_DONE; each multipart datagram is split and
@@ -66,7 +71,7 @@ from pyroute2.netlink import (
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_DELTFILTER, RTM_GETTFILTER, RTM_NEWTFILTER
 
-from dpif.errors import DeviceError, OffloadError
+from dpif.errors import DeviceError, OffloadError, OffloadUnsure
 from dpif.flow import slot_setters
 from offload import tc_decode as D
 from offload import tc_dumpshape as S
@@ -163,6 +168,16 @@ class TcOp:
 _op_op, _op_filter, _op_body = slot_setters(TcOp)
 
 
+class _Cut(Exception):
+    """A socket error inside a chunk of ``apply``: what is known of it
+    (refusals read, how many requests are decided, how many were sent)."""
+
+    def __init__(self, errno: int, refused: dict[int, tuple[int, str | None]], known: int,
+                 sent: int) -> None:
+        super().__init__(errno)
+        self.errno, self.refused, self.known, self.sent = errno, refused, known, sent
+
+
 class TcNetlink:
     """tc flower I/O on one network namespace (None: the current one)."""
 
@@ -192,10 +207,14 @@ class TcNetlink:
     # --- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
+        self._drop_socket()
+        self._ipr.close()
+
+    def _drop_socket(self) -> None:
+        """Close the filter socket; the next request opens a fresh one."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._ipr.close()
 
     def __enter__(self) -> TcNetlink:
         return self
@@ -281,10 +300,41 @@ class TcNetlink:
             self._socket()
             for start in range(0, len(ops), self._chunk):
                 chunk = ops[start:start + self._chunk]
-                for i, (code, text) in self._send_chunk(chunk).items():
+                try:
+                    refused = self._send_chunk(chunk)
+                except _Cut as cut:
+                    # ENOBUFS is reported before the answers still queued,
+                    # and until they are read the kernel drops every new
+                    # one (NETLINK_S_CONGESTED): a get would wait forever.
+                    # The next request gets a fresh socket.
+                    self._drop_socket()
+                    self._after_cut(cut, ops, start, out)
+                    break
+                for i, (code, text) in refused.items():
                     op = chunk[i]
                     out[start + i] = self._error(code, text, op.op, op.filter.ifindex, op.filter)
         return out
+
+    def _after_cut(self, cut: _Cut, ops: list[TcOp], start: int,
+                   out: list[OffloadError | None]) -> None:
+        """The outcomes of ``ops[start:]`` when a socket error cut the chunk
+        that starts there (see the theory of operation)."""
+        why = _strerror(cut.errno)
+        self._log.warning("tc batch cut by a socket error", error=why, decided=cut.known,
+                          unsure=cut.sent - cut.known, unsent=len(ops) - start - cut.sent)
+        for i, op in enumerate(ops[start:]):
+            f = op.filter
+            if i in cut.refused:
+                code, text = cut.refused[i]
+                out[start + i] = self._error(code, text, op.op, f.ifindex, f)
+            elif i >= cut.known:  # (below: done, as a later request was answered)
+                unsure = i < cut.sent
+                cls = OffloadUnsure if unsure else OffloadError
+                what = "sent, its answer lost" if unsure else "not sent"
+                out[start + i] = cls(
+                    f"tc {op.op} {what}: the socket failed ({why})", errno=cut.errno,
+                    device=self.ifname(f.ifindex), chain=f.chain, prio=f.prio,
+                    handle=f.handle, netns=self.netns)
 
     def install(self, filters: Iterable[FlowerFilter], replace: bool = False
                 ) -> list[OffloadError | None]:
@@ -432,40 +482,47 @@ class TcNetlink:
         extack)} of the refused ones.  Only the chunk's last message asks for
         an ack (the kernel acks a failure anyway), so reading up to
         that ack has read every refusal before it: they are processed, and
-        answered, in order."""
+        answered, in order.  _Cut on a socket error."""
         sock, pid = self._socket()
         if self._seq + len(ops) > 0xFFFFFFFF:  # keep first..last increasing: no wrap inside
             self._seq = 0
         first = self._seq + 1
-        datagrams: list[bytes] = []
+        datagrams: list[tuple[bytes, int]] = []  # (bytes, how many requests)
         data: list[bytes] = []
         size = 0
         for i, op in enumerate(ops):
             last = i == len(ops) - 1
             raw = self._wire(op, self._next_seq(), pid, ack=last)
             if size + len(raw) > self._sndbuf - 1024 and data:
-                datagrams.append(b"".join(data))
+                datagrams.append((b"".join(data), len(data)))
                 data, size = [], 0
             data.append(raw)
             size += len(raw)
-        datagrams.append(b"".join(data))
+        datagrams.append((b"".join(data), len(data)))
         last_seq = self._seq
-        op0 = ops[0]
+        sent = 0
         try:
-            for dgram in datagrams:
+            for dgram, count in datagrams:
                 sock.send(dgram)
+                sent += count
         except OSError as exc:
-            raise self._error(exc.errno or 0, None, op0.op, op0.filter.ifindex) from exc
+            raise _Cut(exc.errno or 0, {}, 0, sent) from exc
         refused: dict[int, tuple[int, str | None]] = {}
+        answered = 0  # requests decided: every one up to the last answered
         buf = self._buf
         while True:
-            data_in = self._recv(buf, op0.op, op0.filter.ifindex)
+            try:
+                n = sock.recv_into(buf)
+            except OSError as exc:  # ENOBUFS: answers were dropped
+                raise _Cut(exc.errno or 0, refused, answered, sent) from exc
+            data_in = bytes(buf[:n])
             for msg_type, flags, seq, start, end in D.messages(data_in):
                 if msg_type != D.NLMSG_ERROR or not first <= seq <= last_seq:
                     continue  # (a stale reply of an abandoned request)
                 code, text = D.ack(data_in, start, end, flags)
                 if code:
                     refused[seq - first] = (code, text)
+                answered = seq - first + 1
                 if seq == last_seq:
                     return refused
 

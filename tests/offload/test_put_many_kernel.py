@@ -4,6 +4,7 @@ DatapathError ``put`` raises -- from one pipelined tc batch."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -96,3 +97,59 @@ def test_put_many_is_put_one_by_one(netns_factory: Callable[..., Netns],
                  [a.kind for a in f.actions]) for u, f in held["put"].items()}
     assert {u: (f.keys, f.prio, f.handle, f.chain, f.protocol, f.flags, f.cookie,
                 [a.kind for a in f.actions]) for u, f in held["put_many"].items()} == strip
+
+
+def _cut_rig(netns_factory: Callable[..., Netns], veth_factory: Callable[..., VethPair],
+             tag: str) -> OffloadDatapath:
+    ns = netns_factory(tag)
+    veth_factory(ns, f"{tag[-2:]}0", ns, f"{tag[-2:]}1")
+    dp = make_offload(ns, {1: f"{tag[-2:]}0", 2: f"{tag[-2:]}1"}, Policy.SKIP_HW)
+    for h in range(20, 80):  # our adds of handles 20..79 will be refused (EEXIST)
+        dp.tc.add(_foreign(dp, h))
+    return dp
+
+
+def _placed_once(dp: OffloadDatapath, out: list[DpFlow | DatapathError]) -> list[DpFlow]:
+    """Every flow is a DpFlow, and the kernel holds a filter with our cookie
+    for exactly the flows reported on tc: none in both places, none lost."""
+    flows = [o for o in out if isinstance(o, DpFlow)]
+    assert len(flows) == len(out)
+    cookies = {d.filter.cookie for d in dp.tc.dump(dp.ports[1].ifindex) if d.filter.cookie}
+    assert cookies == {f.ufid.to_bytes() for f in flows if f.placement.dp == "tc"}
+    assert set(dp.tc_flows) == {f.ufid for f in flows if f.placement.dp == "tc"}
+    return flows
+
+
+def test_answers_lost_to_enobufs_are_read_back(netns_factory: Callable[..., Netns],
+                                               veth_factory: Callable[..., VethPair],
+                                               tc_flower: None) -> None:
+    """The chunk was sized for the socket's receive buffer; shrunk under it,
+    the kernel drops the refusals that overflow it and reports ENOBUFS (6.1:
+    before the answers still queued).  The requests whose answers were not
+    read are read back: the flows the kernel took are on tc, the refused
+    ones in software, none lost, none in both places."""
+    dp = _cut_rig(netns_factory, veth_factory, "fpcr")
+    assert dp.tc._sock is not None  # open (the adds above), its chunk sized
+    dp.tc._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+    flows = _placed_once(dp, dp.put_many([spec(i) for i in range(120)]))
+    where = ["sw" if 19 <= i <= 78 else "tc" for i in range(120)]  # handle = i + 1
+    assert [f.placement.dp for f in flows] == where
+    reasons = [f.placement.reason or "" for f in flows if f.placement.dp == "sw"]
+    assert any("answer lost" in r for r in reasons), reasons  # the cut happened
+    assert all("answer lost" in r or "Filter already exists" in r for r in reasons), reasons
+    dp.cleanup()
+
+
+def test_a_batch_the_socket_cannot_send_goes_to_software(
+        netns_factory: Callable[..., Netns], veth_factory: Callable[..., VethPair],
+        tc_flower: None) -> None:
+    """A send refused by the socket (its datagram over a send buffer shrunk
+    under the chunk: EMSGSIZE) leaves every flow of the batch in software,
+    saying so, and nothing in the kernel."""
+    dp = _cut_rig(netns_factory, veth_factory, "fpcs")
+    assert dp.tc._sock is not None
+    dp.tc._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+    flows = _placed_once(dp, dp.put_many([spec(i) for i in range(120)]))
+    assert all(f.placement.dp == "sw" and "not sent" in (f.placement.reason or "")
+               for f in flows), flows[0].placement
+    dp.cleanup()
