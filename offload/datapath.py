@@ -75,7 +75,8 @@ from offload import tc_nla as N
 from offload import tc_values as V
 from offload.tc_flower import NotOffloadable, OutputCheck, PortInfo, from_flower, to_flower, ufid_of
 from offload.tc_flows import NO_STATS, TcCounters, TcFlow
-from offload.tc_netlink import TcNetlink, TcOp, gc_paused
+from offload.tc_netlink import TcNetlink, gc_paused
+from offload.tc_op import TcOp
 from offload.tc_template import FilterTemplate, PatchedFilter, compile_template, template_key
 from offload.tc_terse import TerseFilter
 from swpath.cache import MegaflowCache

@@ -54,7 +54,6 @@ import errno as errno_mod
 import gc
 import os
 import socket
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import structlog
@@ -62,32 +61,22 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink import (
     NLM_F_ACK,
-    NLM_F_CREATE,
     NLM_F_DUMP,
-    NLM_F_EXCL,
-    NLM_F_REPLACE,
     NLM_F_REQUEST,
 )
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_DELTFILTER, RTM_GETTFILTER, RTM_NEWTFILTER
 
 from dpif.errors import DeviceError, OffloadError, OffloadUnsure
-from dpif.flow import slot_setters
 from offload import tc_decode as D
 from offload import tc_dumpshape as S
 from offload import tc_nla as N
 from offload import tc_terse as T
-from offload.tc_values import FilterDump, FilterRef, FlowerFilter, delete_msg, encode_filter
-from offload.tc_wire import (
-    FastEncodeUnsupported, encode_delete_bytes, encode_filter_bytes, set_seq,
-    with_header,
-)
+from offload.tc_op import TcOp
+from offload.tc_values import FilterDump, FilterRef, FlowerFilter
+from offload.tc_wire import FastEncodeUnsupported, encode_delete_bytes, set_seq
 
 log = structlog.get_logger(__name__)
-
-F_CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-F_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-F_DELETE = NLM_F_REQUEST | NLM_F_ACK
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -113,59 +102,6 @@ class gc_paused:  # noqa: N801 -- used as a function: ``with gc_paused():``
     def __exit__(self, *exc: object) -> None:
         if self.was:
             gc.enable()
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class TcOp:
-    """One filter operation for ``TcNetlink.apply``: op is add|replace|delete.
-    ``body``: the filter's message after the netlink header, when the caller
-    has it already (``tc_template``: equal to ``tc_wire.encode_filter_body``
-    of the filter's value); ``filter`` may then be a ``FilterRef``."""
-
-    op: str
-    filter: FlowerFilter | FilterRef
-    body: bytes | bytearray | None = field(default=None, compare=False, repr=False)
-
-    def __init__(self, op: str, filter: FlowerFilter | FilterRef,  # noqa: A002 -- the field
-                 body: bytes | bytearray | None = None) -> None:
-        # one per flow of a batch: dpif.flow.slot_setters says why
-        _op_op(self, op)
-        _op_filter(self, filter)
-        _op_body(self, body)
-
-    def message(self) -> tuple[Any, int, int]:
-        f = self.filter if isinstance(self.filter, FlowerFilter) else self.filter.value()
-        if self.op == "delete":
-            return (delete_msg(f.ifindex, f.chain, f.prio, f.handle, f.protocol, f.parent),
-                    *self.header())
-        return (encode_filter(f), *self.header())
-
-    def header(self) -> tuple[int, int]:
-        """(netlink message type, flags) of this operation."""
-        if self.op == "delete":
-            return RTM_DELTFILTER, F_DELETE
-        return RTM_NEWTFILTER, {"add": F_CREATE, "replace": F_REPLACE}[self.op]
-
-    def wire(self, seq: int, pid: int, ack: bool = True) -> bytes:
-        """The bytes of ``message()`` with this sequence number and pid (without
-        NLM_F_ACK unless ``ack``), built by ``tc_wire``; FastEncodeUnsupported
-        when it does not cover them."""
-        f = self.filter
-        msg_type, flags = self.header()
-        if not ack:
-            flags &= ~NLM_F_ACK
-        if self.op == "delete":
-            if not (f.prio and f.handle):  # delete_msg's refusal, via the fallback
-                raise FastEncodeUnsupported("flushing delete")
-            return encode_delete_bytes(f.ifindex, f.chain, f.prio, f.handle, f.protocol,
-                                       f.parent, msg_type, flags, seq, pid)
-        if self.body is not None:
-            return with_header(self.body, msg_type, flags, seq, pid)
-        return encode_filter_bytes(f if isinstance(f, FlowerFilter) else f.value(),
-                                   msg_type, flags, seq, pid)
-
-
-_op_op, _op_filter, _op_body = slot_setters(TcOp)
 
 
 class _Cut(Exception):

@@ -15,7 +15,7 @@ from dpif.flow import DpFlow, FlowStats, Placement, Ufid
 from dpif.match import Match
 from offload import tc_nla as N
 from offload.tc_flows import ETH_HLEN, TcCounters, TcFlow
-from offload.tc_netlink import TcOp
+from offload.tc_op import TcOp
 from offload.tc_terse import TerseFilter
 from offload.tc_values import FlowerFilter, Mirred, TcStats
 from tests.dpif.test_flow import check_hand_init

@@ -18,7 +18,8 @@ import pytest
 
 from dpif.errors import OffloadError
 from offload import tc_nla as N
-from offload.tc_netlink import TcNetlink, TcOp
+from offload.tc_netlink import TcNetlink
+from offload.tc_op import TcOp
 from offload.tc_values import FlowerFilter, Gact, Mirred
 from tests.offload.tc_cases import ACTION_CASES, KEY_CASES, K
 

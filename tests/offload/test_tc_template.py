@@ -20,7 +20,7 @@ from dpif.match import Match
 from offload import tc_nla as N
 from offload import tc_wire as W
 from offload.tc_flower import to_flower
-from offload.tc_netlink import F_CREATE, TcOp
+from offload.tc_op import F_CREATE, TcOp
 from offload.tc_template import SELECT_BITS, PatchedFilter, compile_template, template_key
 from offload.tc_values import FlowerFilter
 from tests.dpif.strategies import action_lists, matches

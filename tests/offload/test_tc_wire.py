@@ -18,7 +18,7 @@ from dpif.match import Match
 from offload import tc_nla as N
 from offload import tc_wire as W
 from offload.tc_flower import to_flower
-from offload.tc_netlink import F_CREATE, F_DELETE, F_REPLACE, TcOp
+from offload.tc_op import F_CREATE, F_DELETE, F_REPLACE, TcOp
 from offload.tc_values import (
     FlowerFilter, Gact, UnknownAction, decode_filter, delete_msg, encode_filter,
 )
