@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 from dpif import actions as A
 from dpif.fields import BY_NAME
@@ -100,6 +100,11 @@ class FilterTemplate:
         return self.filter_for(key, handle, cookie), self.body_for(key, handle, cookie)
 
 
+def _template_field(name: str) -> Any:
+    """A read-only attribute of PatchedFilter: its template's filter's ``name``."""
+    return property(lambda self: getattr(self.template.filter, name))
+
+
 class PatchedFilter:
     """A template's filter for one megaflow, not made: what tc needs to name
     it (device, parent, chain, prio, protocol: the template's; its handle
@@ -115,25 +120,12 @@ class PatchedFilter:
         self.handle = handle
         self.cookie = cookie
 
-    @property
-    def ifindex(self) -> int:
-        return self.template.filter.ifindex
-
-    @property
-    def parent(self) -> int:
-        return self.template.filter.parent
-
-    @property
-    def chain(self) -> int:
-        return self.template.filter.chain
-
-    @property
-    def prio(self) -> int:
-        return self.template.filter.prio
-
-    @property
-    def protocol(self) -> int:
-        return self.template.filter.protocol
+    # the template's own: what the megaflows of a template share
+    ifindex: int = _template_field("ifindex")
+    parent: int = _template_field("parent")
+    chain: int = _template_field("chain")
+    prio: int = _template_field("prio")
+    protocol: int = _template_field("protocol")
 
     def value(self) -> FlowerFilter:
         return self.template.filter_for(self.key, self.handle, self.cookie)

@@ -169,20 +169,13 @@ class FilterRef(Protocol):
     """A filter not made yet (``tc_template.PatchedFilter``): its name and
     cookie, and its value on demand."""
 
-    @property
-    def ifindex(self) -> int: ...
-    @property
-    def parent(self) -> int: ...
-    @property
-    def chain(self) -> int: ...
-    @property
-    def prio(self) -> int: ...
-    @property
-    def protocol(self) -> int: ...
-    @property
-    def handle(self) -> int: ...
-    @property
-    def cookie(self) -> bytes: ...
+    ifindex: int
+    parent: int
+    chain: int
+    prio: int
+    protocol: int
+    handle: int
+    cookie: bytes
 
     def value(self) -> FlowerFilter: ...
 
