@@ -280,19 +280,20 @@ class OffloadDatapath(Datapath):
                 index.remove(spec.ufid)
             raise
         placement = self._tc_placement(None)
-        flows, zero = self._tc, NO_STATS
+        flows, zero, placed = self._tc, NO_STATS, 0
         for (i, spec, op), err in zip(pending, results):
             if err is None or self._landed(err, op, spec.ufid):  # _on_tc, no log line per flow
                 ufid, match, actions = spec.ufid, spec.match, spec.actions
                 flows[ufid] = TcFlow(ufid, match, actions, op.filter, zero)
                 out[i] = DpFlow(ufid, match, actions, zero, placement)
+                placed += 1
                 continue
             try:
                 out[i] = self._to_sw(spec, f"tc refused: {err.extack or err.message}")
             except DatapathError as e:
                 index.remove(spec.ufid)
                 out[i] = e
-        self._log.debug("flows on tc", count=len(pending) - sum(map(bool, results)))
+        self._log.debug("flows on tc", count=placed)
         return [o for o in out if o is not None]
 
     def _translate_op(self, spec: FlowSpec) -> TcOp | NotOffloadable:
