@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,12 +123,30 @@ def start_daemon(workdir: Path, sw: Netns, extra: str = ""
     return daemon, err_path, sock
 
 
+@contextmanager
+def daemon_running(workdir: Path, sw: Netns, extra: str = ""
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
+    """``start_daemon``, killed on the way out if the test left it running."""
+    daemon, err_path, sock = start_daemon(workdir, sw, extra)
+    try:
+        yield daemon, err_path, sock
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def sigterm(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the daemon exits cleanly (status 0) within 30 s."""
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+
+
 def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, Netns],
                                                        workdir: Path) -> None:
     h1, sw, h2 = rig
     # flows must outlive the receiver's 4 s of silence and the dumps below
-    daemon, err_path, sock = start_daemon(workdir, sw, "max_idle_ms = 120000\n")
-    try:
+    with daemon_running(workdir, sw, "max_idle_ms = 120000\n") as (daemon, err_path, sock):
         assert daemon.poll() is None, err_path.read_text()
         assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
 
@@ -173,12 +192,7 @@ def test_daemon_controller_monitor_normal_and_sigterm(rig: tuple[Netns, Netns, N
         assert st["packet_ins"]["last_seq"] >= N and st["packet_ins"]["dropped"] == 0
         assert st["flows"]["tc_not_in_hw"] >= 1 and st["flows"]["sw"] >= 1
 
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        sigterm(daemon)
     text = err_path.read_text()
     assert "Traceback" not in text and "daemon stopped" in text
     assert not os.path.exists(sock)
@@ -205,9 +219,8 @@ def dp_flows(sock: str) -> list[dict[str, object]]:
 def test_idle_flows_leave_tc_and_software_and_rules_keep_their_counts(
         rig: tuple[Netns, Netns, Netns], workdir: Path) -> None:
     h1, sw, _ = rig
-    daemon, err_path, sock = start_daemon(
-        workdir, sw, "max_idle_ms = 4000\nrevalidate_interval_ms = 200\n")
-    try:
+    with daemon_running(workdir, sw, "max_idle_ms = 4000\nrevalidate_interval_ms = 200\n"
+                        ) as (daemon, err_path, sock):
         h1.run("ping", "-c", "3", "-i", "0.2", "-W", "5", "10.7.0.2")  # NORMAL: tc flows
         code = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
                 f"for i in range({N}):\n  s.sendto(b'y'*100, ('10.7.0.2', 9999))\n")
@@ -228,10 +241,5 @@ def test_idle_flows_leave_tc_and_software_and_rules_keep_their_counts(
         rv = st["revalidator"]
         assert rv["aged_out"] >= len(flows) and rv["flows"] == 0 and st["flows"]["total"] == 0
         assert rv["max_idle_ms"] == 4000 and isinstance(rv["last_dump_ms"], float)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        sigterm(daemon)
     assert "Traceback" not in err_path.read_text()

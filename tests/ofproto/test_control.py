@@ -29,15 +29,19 @@ from swpath.ports import MemPort
 from tests.ofproto.control_rig import rig, udp
 
 
-def core_rig() -> tuple[ControlCore, SwDatapath, dict[int, MemPort]]:
-    sw = SwDatapath()
-    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw)
+def core_rig(now: list[float] | None = None, reval: RevalidatorConfig | None = None
+             ) -> tuple[ControlCore, SwDatapath, dict[int, MemPort]]:
+    """A ControlCore over a software bridge with MemPorts 1 and 2, on the
+    fake clock ``now[0]`` if given."""
+    clock = {} if now is None else {"clock": lambda: now[0]}
+    sw = SwDatapath(**clock)
+    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw, **clock)
     sw.upcall = br.handle_upcall
     sw.action_upcall = br.handle_action_upcall
     mem = {n: MemPort(n) for n in (1, 2)}
     for m in mem.values():
         sw.add_port(m)
-    return ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock())), sw, mem
+    return ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock()), reval), sw, mem
 
 
 def call(core: ControlCore, cmd: str, **args: Any) -> Any:
@@ -174,13 +178,7 @@ def test_status() -> None:
 
 def test_tick_sweeps_when_due_and_says_when_the_next_is() -> None:
     now = [100.0]
-    sw = SwDatapath(clock=lambda: now[0])
-    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw,
-                clock=lambda: now[0])
-    sw.upcall = br.handle_upcall
-    sw.add_port(MemPort(2))
-    core = ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock()),
-                       RevalidatorConfig(max_idle=2.0, interval=0.5))
+    core, sw, _ = core_rig(now, RevalidatorConfig(max_idle=2.0, interval=0.5))
     call(core, "add-flows", rules=["udp,actions=output:2"])
     sw.process(1, [udp(), udp()])
     assert core.tick() == 0.5 and core.reval.totals["sweeps"] == 1
@@ -298,14 +296,7 @@ def test_close_ends_a_waiting_monitor() -> None:
 
 def test_expire_removes_timed_out_rules_and_their_flows() -> None:
     now = [100.0]
-    sw = SwDatapath(clock=lambda: now[0])
-    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw,
-                clock=lambda: now[0])
-    sw.upcall = br.handle_upcall
-    mem = {n: MemPort(n) for n in (1, 2)}
-    for m in mem.values():
-        sw.add_port(m)
-    core = ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock()))
+    core, sw, mem = core_rig(now)
     assert core.expire() == 0  # no timed rule: nothing to do
     call(core, "add-flows", rules=["priority=10,udp,idle_timeout=5,actions=output:2",
                                    "priority=5,hard_timeout=8,actions=drop",
