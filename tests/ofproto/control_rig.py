@@ -8,7 +8,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ from ofproto.control import BridgeInfo
 from ofproto.daemon import Service, port_info
 from ofproto.normal import PortConfig
 from ofproto.revalidator import RevalidatorConfig
+from ofproto.ruletext import parse_rule
 from swpath.datapath import SwDatapath
 from swpath.ports import MemPort
 from swpath.runner import Runner
@@ -31,6 +32,20 @@ def udp(src: bytes = MAC1, dst: bytes = MAC2, dport: int = 9999, sport: int = 12
     ip_h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp_h) + len(payload), 0, 0, 64,
                        17, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
     return dst + src + b"\x08\x00" + ip_h + udp_h + payload
+
+
+def attach(br: Bridge, sw: SwDatapath, ports: Iterable[PortConfig],
+           rules: Iterable[str] = (), now: float = 0.0) -> dict[int, MemPort]:
+    """``sw``'s upcalls to ``br``, a MemPort per port (by number), and
+    ``rules`` added to ``br``'s tables at ``now``."""
+    sw.upcall = br.handle_upcall
+    sw.action_upcall = br.handle_action_upcall
+    mem = {p.number: MemPort(p.number, p.name) for p in ports}
+    for m in mem.values():
+        sw.add_port(m)
+    for r in rules:
+        br.tables.add(parse_rule(r), now)
+    return mem
 
 
 @dataclass
@@ -49,11 +64,7 @@ def rig(*, packet_in_limit: int = 1024, serve: bool = True,
     sw = SwDatapath()
     ports = [PortConfig(1, "p1"), PortConfig(2, "p2")]
     br = Bridge("br0", ports, placer=sw, packet_in_limit=packet_in_limit)
-    sw.upcall = br.handle_upcall
-    sw.action_upcall = br.handle_action_upcall
-    mem = {p.number: MemPort(p.number, p.name) for p in ports}
-    for m in mem.values():
-        sw.add_port(m)
+    mem = attach(br, sw, ports)
     runner = Runner(sw, mem.values())
     runner.start()
     d = tempfile.mkdtemp(prefix="fpctl")  # short: AF_UNIX paths are limited to 107 bytes

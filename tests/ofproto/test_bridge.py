@@ -8,11 +8,11 @@ from dpif import actions as dpa
 from dpif.fields import BY_NAME
 from ofproto.bridge import Bridge
 from ofproto.normal import PortConfig, VlanMode
-from ofproto.ruletext import parse_rule
 from ofproto.trace import render, trace
 from swpath.datapath import SwDatapath
 from swpath.parse import parse_key
 from swpath.ports import MemPort
+from tests.ofproto.control_rig import attach
 
 MAC1 = bytes.fromhex("020000000001")
 MAC2 = bytes.fromhex("020000000002")
@@ -35,14 +35,7 @@ def setup(rules: list[str], *, flow_limit: int = 1000, placer: bool = False,
     cfg = ports or [PortConfig(n, f"p{n}") for n in (1, 2, 3)]
     br = Bridge("br0", cfg, placer=dp if placer else None, flow_limit=flow_limit,
                 clock=lambda: 0.0)
-    dp.upcall = br.handle_upcall
-    dp.action_upcall = br.handle_action_upcall
-    mem = {p.number: MemPort(p.number) for p in cfg}
-    for m in mem.values():
-        dp.add_port(m)
-    for r in rules:
-        br.tables.add(parse_rule(r))
-    return br, dp, mem
+    return br, dp, attach(br, dp, cfg, rules)
 
 
 def test_upcall_installs_one_megaflow_and_forwards_each_packet_once() -> None:

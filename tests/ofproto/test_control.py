@@ -26,7 +26,7 @@ from ofproto.normal import PortConfig
 from ofproto.revalidator import RevalidatorConfig
 from swpath.datapath import SwDatapath
 from swpath.ports import MemPort
-from tests.ofproto.control_rig import rig, udp
+from tests.ofproto.control_rig import attach, rig, udp
 
 
 def core_rig(now: list[float] | None = None, reval: RevalidatorConfig | None = None
@@ -35,12 +35,9 @@ def core_rig(now: list[float] | None = None, reval: RevalidatorConfig | None = N
     fake clock ``now[0]`` if given."""
     clock = {} if now is None else {"clock": lambda: now[0]}
     sw = SwDatapath(**clock)
-    br = Bridge("br0", [PortConfig(1, "p1"), PortConfig(2, "p2")], placer=sw, **clock)
-    sw.upcall = br.handle_upcall
-    sw.action_upcall = br.handle_action_upcall
-    mem = {n: MemPort(n) for n in (1, 2)}
-    for m in mem.values():
-        sw.add_port(m)
+    ports = [PortConfig(1, "p1"), PortConfig(2, "p2")]
+    br = Bridge("br0", ports, placer=sw, **clock)
+    mem = attach(br, sw, ports)
     return ControlCore(br, BridgeInfo("skip_sw", None, (), br.clock()), reval), sw, mem
 
 

@@ -22,7 +22,7 @@ from ofproto.ruletext import parse_rule
 from swpath.datapath import SwDatapath
 from swpath.ports import MemPort
 from tests.dpif.datapath_contract import DatapathContract, DatapathFactory
-from tests.ofproto.control_rig import udp
+from tests.ofproto.control_rig import attach, udp
 from tests.ofproto.hwlag_dp import HwLagDatapath
 
 T0 = 100.0
@@ -104,13 +104,7 @@ def make(rules: list[str], *, hw: bool = False, cfg: RevalidatorConfig = Revalid
     dp: Datapath = HwLagDatapath(swdp, lambda: clock[0]) if hw else swdp
     ports = [PortConfig(n, f"p{n}") for n in range(1, nports + 1)]
     br = Bridge("br0", ports, placer=dp, clock=lambda: clock[0], mac_aging=mac_aging)
-    swdp.upcall = br.handle_upcall
-    swdp.action_upcall = br.handle_action_upcall
-    mem = {p.number: MemPort(p.number) for p in ports}
-    for m in mem.values():
-        swdp.add_port(m)
-    for r in rules:
-        br.tables.add(parse_rule(r), T0)
+    mem = attach(br, swdp, ports, rules, T0)
     rv = Revalidator(br, dp, cfg)
     if install_limit is not None:
         br.flow_limit = install_limit
